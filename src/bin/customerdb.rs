@@ -1,0 +1,362 @@
+//! The `customerdb` command-line tool: standardise values, import CSV, look customers up, and
+//! check a store.
+//!
+//! ```text
+//! customerdb normalize --kind email|phone|name|address [--region CC]   < values
+//! customerdb import --db PATH FILE.csv [--map column=field,...] [--lenient] [--region CC]
+//! customerdb get --db PATH ID
+//! customerdb find --db PATH (--email E | --phone P | --external SYSTEM:ID)
+//! customerdb verify --db PATH
+//! customerdb stats --db PATH
+//! ```
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use customerdb::import::{CsvImport, Field, ImportMode};
+use customerdb::{
+    AddressParts, CountryCode, CustomerId, Email, Error, ErrorKind, Index, PersonName, Phone, Read,
+    Record, Store,
+};
+use lexopt::prelude::*;
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage:
+  customerdb normalize --kind email|phone|name|address [--region CC]   (values on stdin, one per line)
+  customerdb import --db PATH FILE.csv [--map column=field,...] [--lenient] [--region CC]
+  customerdb get --db PATH ID
+  customerdb find --db PATH (--email E | --phone P | --external SYSTEM:ID)
+  customerdb verify --db PATH
+  customerdb stats --db PATH";
+
+/// What went wrong in the tool itself (bad arguments), as opposed to in the library.
+enum CliError {
+    Usage(String),
+    Db(Error),
+    Io(std::io::Error),
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        CliError::Db(e)
+    }
+}
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Io(e)
+    }
+}
+impl From<lexopt::Error> for CliError {
+    fn from(e: lexopt::Error) -> Self {
+        CliError::Usage(e.to_string())
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    command: String,
+    db: Option<PathBuf>,
+    kind: Option<String>,
+    region: Option<String>,
+    maps: Vec<String>,
+    lenient: bool,
+    email: Option<String>,
+    phone: Option<String>,
+    external: Option<String>,
+    positional: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, CliError> {
+    let mut p = lexopt::Parser::from_env();
+    let mut a = Args::default();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("db") => a.db = Some(p.value()?.into()),
+            Long("kind") => a.kind = Some(p.value()?.string()?),
+            Long("region") => a.region = Some(p.value()?.string()?),
+            Long("map") => a.maps.push(p.value()?.string()?),
+            Long("lenient") => a.lenient = true,
+            Long("email") => a.email = Some(p.value()?.string()?),
+            Long("phone") => a.phone = Some(p.value()?.string()?),
+            Long("external") => a.external = Some(p.value()?.string()?),
+            Short('h') | Long("help") => return Err(CliError::Usage(String::new())),
+            Value(v) if a.command.is_empty() => a.command = v.string()?,
+            Value(v) => a.positional.push(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let result = parse_args().and_then(|a| run(&a));
+    match result {
+        Ok(code) => code,
+        Err(CliError::Usage(msg)) => {
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Db(e)) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+        Err(CliError::Io(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn db(a: &Args) -> Result<Store, CliError> {
+    let path = a
+        .db
+        .as_ref()
+        .ok_or_else(|| CliError::Usage("--db PATH is required".into()))?;
+    let mut b = Store::builder();
+    if let Some(r) = &a.region {
+        b = b.default_region(r);
+    }
+    Ok(if a.command == "import" {
+        b.create(path)?
+    } else {
+        b.open(path)?
+    })
+}
+
+fn run(a: &Args) -> Result<ExitCode, CliError> {
+    match a.command.as_str() {
+        "normalize" => normalize(a),
+        "import" => import(a),
+        "get" => {
+            let id: CustomerId = a
+                .positional
+                .first()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| CliError::Usage("get needs a numeric ID".into()))?;
+            let tx = db(a)?.begin_read()?;
+            print_found(tx.get(id)?.into_iter().collect())
+        }
+        "find" => {
+            let tx = db(a)?.begin_read()?;
+            let found = if let Some(e) = &a.email {
+                tx.find_by_email(e)?.into_iter().collect()
+            } else if let Some(p) = &a.phone {
+                tx.find_by_phone(p)?
+            } else if let Some(x) = &a.external {
+                let (system, id) = x
+                    .split_once(':')
+                    .ok_or_else(|| CliError::Usage("--external takes SYSTEM:ID".into()))?;
+                tx.find_by_external_id(system, id)?.into_iter().collect()
+            } else {
+                return Err(CliError::Usage("find needs --email, --phone or --external".into()));
+            };
+            print_found(found)
+        }
+        "verify" => {
+            let report = db(a)?.verify()?;
+            println!(
+                "{} records, {} index entries, {} unique entries: {}",
+                report.records,
+                report.entries,
+                report.unique_entries,
+                if report.is_clean() { "clean" } else { "PROBLEMS FOUND" }
+            );
+            for p in &report.problems {
+                println!("  {p:?}");
+            }
+            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        "stats" => {
+            let path = a.db.clone().unwrap_or_default();
+            let tx = db(a)?.begin_read()?;
+            println!("customers: {}", tx.count()?);
+            for index in Index::BUILTIN {
+                println!("index {:<16} {:>10} entries", index.name(), tx.index_len(&index)?);
+            }
+            for def in tx.schema()?.iter() {
+                let entries = if def.indexed {
+                    tx.index_len(&Index::Attribute(def.name.clone()))?.to_string()
+                } else {
+                    "not indexed".into()
+                };
+                println!("attribute {} ({}): {entries}", def.name, def.ty);
+            }
+            println!("file bytes: {}", std::fs::metadata(path)?.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        "" => Err(CliError::Usage(String::new())),
+        other => Err(CliError::Usage(format!("unknown command \"{other}\""))),
+    }
+}
+
+fn print_found(found: Vec<Record>) -> Result<ExitCode, CliError> {
+    if found.is_empty() {
+        eprintln!("not found");
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    for rec in found {
+        serde_json::to_writer_pretty(&mut out, &rec).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn error_json(e: &Error) -> Value {
+    match e.kind() {
+        ErrorKind::Invalid { field, reason, .. } => json!({
+            "kind": e.code(), "field": field, "reason": reason.code(), "message": e.to_string(),
+        }),
+        _ => json!({ "kind": e.code(), "field": null, "reason": null, "message": chain(e) }),
+    }
+}
+
+fn normalize_one(kind: &str, input: &str, region: Option<CountryCode>) -> Result<Value, Error> {
+    Ok(match kind {
+        "email" => {
+            let e = Email::parse(input)?;
+            json!({ "normalized": e.as_str(), "ascii": e.ascii(), "match_key": e.match_key() })
+        }
+        "phone" => {
+            let p = Phone::parse(input, region)?;
+            json!({ "normalized": p.e164(), "kind": p.kind().as_str(),
+                    "region": p.region().map(|r| r.as_str().to_owned()) })
+        }
+        "name" => {
+            let n = PersonName::parse(input)?;
+            json!({ "normalized": n.display(), "prefix": n.prefix(), "given": n.given(),
+                    "middle": n.middle(), "family": n.family(), "suffix": n.suffix(),
+                    "given_key": n.given_key(), "family_key": n.family_key(),
+                    "family_phonetic": n.family_phonetic() })
+        }
+        "address" => {
+            let v: Value = serde_json::from_str(input).map_err(|_| {
+                Error::from(ErrorKind::Invalid {
+                    field: "address".into(),
+                    value: input.into(),
+                    reason: customerdb::normalize::Reason::Malformed,
+                })
+            })?;
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            let lines = match v.get("lines") {
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+                Some(Value::String(s)) => vec![s.clone()],
+                _ => Vec::new(),
+            };
+            let a = customerdb::Address::parse(AddressParts {
+                lines,
+                locality: text("locality"),
+                region: text("region"),
+                postcode: text("postcode"),
+                country: text("country"),
+            })?;
+            json!({ "normalized": { "lines": a.lines(), "locality": a.locality(), "region": a.region(),
+                    "postcode": a.postcode(), "country": a.country().map(|c| c.as_str().to_owned()) },
+                    "locality_key": a.locality_key(), "postcode_key": a.postcode_key() })
+        }
+        _ => unreachable!("kind checked by the caller"),
+    })
+}
+
+fn normalize(a: &Args) -> Result<ExitCode, CliError> {
+    let kind = a.kind.as_deref().unwrap_or_default();
+    if !["email", "phone", "name", "address"].contains(&kind) {
+        return Err(CliError::Usage("--kind must be email, phone, name or address".into()));
+    }
+    let region = a.region.as_deref().map(CountryCode::parse).transpose()?;
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lines() {
+        let line = line?;
+        let line = line.trim_end_matches('\r');
+        let obj = match normalize_one(kind, line, region) {
+            Ok(Value::Object(mut m)) => {
+                let mut o = serde_json::Map::new();
+                o.insert("input".into(), line.into());
+                o.insert("ok".into(), true.into());
+                o.append(&mut m);
+                Value::Object(o)
+            }
+            Ok(other) => other,
+            Err(e) => json!({ "input": line, "ok": false, "error": error_json(&e) }),
+        };
+        serde_json::to_writer(&mut out, &obj).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(a: &Args) -> Result<ExitCode, CliError> {
+    let file = a
+        .positional
+        .first()
+        .ok_or_else(|| CliError::Usage("import needs a CSV file".into()))?;
+    let store = db(a)?;
+    let mut job = CsvImport::new().mode(if a.lenient { ImportMode::Lenient } else { ImportMode::Strict });
+    for spec in a.maps.iter().flat_map(|m| m.split(',')) {
+        let (column, field) = spec
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--map takes column=field, got \"{spec}\"")))?;
+        let field = Field::parse(field)
+            .ok_or_else(|| CliError::Usage(format!("unknown field \"{field}\" in --map")))?;
+        job = job.map(column, field);
+    }
+    if std::io::stderr().is_terminal() {
+        let total = std::fs::read(file).map(|b| bytecount_lines(&b)).unwrap_or(0);
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        let b = bar.clone();
+        job = job.batch_size(2_000).progress(move |n| b.set_position(n));
+        let report = job.run(&store, std::fs::File::open(file)?);
+        bar.finish_and_clear();
+        print_report(&report?)
+    } else {
+        print_report(&job.run(&store, std::fs::File::open(file)?)?)
+    }
+}
+
+fn bytecount_lines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1) as u64
+}
+
+fn print_report(r: &customerdb::import::ImportReport) -> Result<ExitCode, CliError> {
+    let partial = r.rejected.iter().filter(|x| x.stored).count();
+    println!(
+        "read {} records: stored {} ({} in part), rejected {}",
+        r.read,
+        r.stored,
+        partial,
+        r.rejected.len() - partial
+    );
+    for rej in &r.rejected {
+        for e in &rej.errors {
+            println!(
+                "line {}: {}{}",
+                rej.line,
+                if rej.stored { "(stored without this value) " } else { "" },
+                chain(e)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,292 @@
+//! The crate's error type.
+//!
+//! One [`Error`] for the whole crate, carrying an [`ErrorKind`] the caller can match on. The
+//! storage engine's own error, when there is one, is reachable only through
+//! [`std::error::Error::source`], so an engine upgrade never changes this type.
+
+use std::fmt;
+
+use crate::model::CustomerId;
+use crate::normalize::Reason;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from customerdb.
+///
+/// Match on [`Error::kind`] to act on it; the underlying cause, if any, is in
+/// [`source`](std::error::Error::source) and is never repeated in `Display`.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// What went wrong, in a form a caller can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// No customer has this id.
+    NotFound(CustomerId),
+    /// A value was refused by standardisation; nothing of the record was stored.
+    Invalid {
+        /// Which field, as a path into the record (`emails[1]`, `addresses[0].postcode`).
+        field: String,
+        /// The value as it was given.
+        value: String,
+        /// Why it was refused.
+        reason: Reason,
+    },
+    /// A unique index already holds this key for another customer.
+    Conflict {
+        /// The unique index's name (`email`, `external_id`).
+        index: &'static str,
+        /// The key as stored in the index.
+        key: String,
+        /// The customer that already holds it.
+        existing: CustomerId,
+    },
+    /// A custom attribute was used that the schema does not declare.
+    UnknownAttribute {
+        /// The attribute's name.
+        name: String,
+    },
+    /// A custom attribute value does not have the declared type.
+    AttributeType {
+        /// The attribute's name.
+        name: String,
+        /// The type the schema declares.
+        expected: &'static str,
+        /// The type of the value given.
+        found: &'static str,
+    },
+    /// An attribute declaration clashes with the existing one.
+    SchemaConflict {
+        /// The attribute's name.
+        name: String,
+    },
+    /// A record in a CSV import could not be read or stored.
+    Import {
+        /// The 1-based line of the record in its file.
+        line: u64,
+    },
+    /// The bytes were written by a format version this build does not read.
+    FormatVersion {
+        /// The version byte found.
+        found: u8,
+        /// The version this build reads and writes.
+        supported: u8,
+    },
+    /// Stored bytes do not decode; the store file is damaged or was written by other software.
+    Corrupted {
+        /// What was being decoded.
+        what: &'static str,
+    },
+    /// The storage engine failed; the cause is in `source()`.
+    Storage,
+    /// An I/O operation failed; the cause is in `source()`.
+    Io,
+}
+
+impl Error {
+    /// Makes an error of this kind with no underlying cause.
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        Error {
+            inner: Box::new(Inner { kind, source: None }),
+        }
+    }
+
+    /// Makes an error of this kind caused by `source`.
+    pub(crate) fn with_source(
+        kind: ErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                source: Some(source.into()),
+            }),
+        }
+    }
+
+    /// An [`ErrorKind::Invalid`] error.
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        value: impl Into<String>,
+        reason: Reason,
+    ) -> Self {
+        Error::new(ErrorKind::Invalid {
+            field: field.into(),
+            value: value.into(),
+            reason,
+        })
+    }
+
+    /// A [`ErrorKind::Corrupted`] error caused by `source`.
+    pub(crate) fn corrupted(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::with_source(ErrorKind::Corrupted { what }, source)
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.inner.kind
+    }
+
+    /// Consumes the error, returning its kind.
+    pub fn into_kind(self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// For an [`ErrorKind::Invalid`] error, places its field under `parent`: a `postcode` error
+    /// raised while reading the second address becomes `addresses[1].postcode`.
+    #[must_use]
+    pub(crate) fn in_field(mut self, parent: &str) -> Self {
+        if let ErrorKind::Invalid { field, .. } = &mut self.inner.kind {
+            *field = if field.is_empty() {
+                parent.to_owned()
+            } else if field.starts_with('[') {
+                format!("{parent}{field}")
+            } else {
+                format!("{parent}.{field}")
+            };
+        }
+        self
+    }
+
+    /// For an [`ErrorKind::Invalid`] error about a whole value (an email, a phone, a tag),
+    /// names the field by its place in the record instead: `email` becomes `emails[1]`.
+    #[must_use]
+    pub(crate) fn at(mut self, path: String) -> Self {
+        if let ErrorKind::Invalid { field, .. } = &mut self.inner.kind {
+            *field = path;
+        }
+        self
+    }
+
+    /// A short, stable, machine-readable name of the kind (`invalid`, `conflict`, ...).
+    pub fn code(&self) -> &'static str {
+        match self.kind() {
+            ErrorKind::NotFound(_) => "not_found",
+            ErrorKind::Invalid { .. } => "invalid",
+            ErrorKind::Conflict { .. } => "conflict",
+            ErrorKind::UnknownAttribute { .. } => "unknown_attribute",
+            ErrorKind::AttributeType { .. } => "attribute_type",
+            ErrorKind::SchemaConflict { .. } => "schema_conflict",
+            ErrorKind::Import { .. } => "import",
+            ErrorKind::FormatVersion { .. } => "format_version",
+            ErrorKind::Corrupted { .. } => "corrupted",
+            ErrorKind::Storage => "storage",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind() {
+            ErrorKind::NotFound(id) => write!(f, "no customer with id {id}"),
+            ErrorKind::Invalid {
+                field,
+                value,
+                reason,
+            } => write!(f, "invalid {field} \"{value}\": {reason}"),
+            ErrorKind::Conflict {
+                index,
+                key,
+                existing,
+            } => write!(
+                f,
+                "unique index {index} already maps \"{key}\" to customer {existing}"
+            ),
+            ErrorKind::UnknownAttribute { name } => {
+                write!(f, "attribute \"{name}\" is not declared in the schema")
+            }
+            ErrorKind::AttributeType {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "attribute \"{name}\" is declared as {expected} but was given {found}"
+            ),
+            ErrorKind::SchemaConflict { name } => write!(
+                f,
+                "attribute \"{name}\" is already declared with a different type"
+            ),
+            ErrorKind::Import { line } => write!(f, "import failed at line {line}"),
+            ErrorKind::FormatVersion { found, supported } => write!(
+                f,
+                "stored format version {found} is not supported (this build reads version {supported})"
+            ),
+            ErrorKind::Corrupted { what } => write!(f, "stored {what} is corrupted"),
+            ErrorKind::Storage => f.write_str("the storage engine failed"),
+            ErrorKind::Io => f.write_str("an I/O operation failed"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind);
+        if let Some(source) = &self.inner.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::with_source(ErrorKind::Io, e)
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_field_builds_paths() {
+        let e = Error::invalid("postcode", "x", Reason::Empty).in_field("addresses[1]");
+        assert!(
+            matches!(e.kind(), ErrorKind::Invalid { field, .. } if field == "addresses[1].postcode")
+        );
+        let e = Error::invalid("", "x", Reason::Empty).in_field("emails[0]");
+        assert!(matches!(e.kind(), ErrorKind::Invalid { field, .. } if field == "emails[0]"));
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_source() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::from(io);
+        assert_eq!(e.to_string(), "an I/O operation failed");
+        assert_eq!(
+            std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("disk on fire")
+        );
+    }
+}

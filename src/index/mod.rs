@@ -1,0 +1,649 @@
+//! Secondary indexes: which exist, how their keys are laid out, and which entries a record has.
+//!
+//! This module is pure: it turns records and lookups into key bytes. The store writes and reads
+//! those bytes inside its transactions, so every index changes in the same transaction as the
+//! record it describes.
+
+pub(crate) mod key;
+
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{
+    AttributeType, AttributeValue, CountryCode, Email, Phone, Record, Schema, Stage,
+};
+use crate::normalize::{fold_key, phonetic_keys};
+
+/// A secondary index.
+///
+/// [`Index::Email`] and [`Index::ExternalId`] are unique: a key belongs to at most one customer.
+/// The others map a key to any number of customers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Index {
+    /// Unique: every email's match key ([`Email::match_key`]).
+    Email,
+    /// Unique: every external id (system and id).
+    ExternalId,
+    /// Every phone, as E.164.
+    Phone,
+    /// The family name, case and diacritic folded.
+    FamilyName,
+    /// The family name's Double Metaphone keys.
+    FamilyPhonetic,
+    /// The given name, case and diacritic folded.
+    GivenName,
+    /// Every address's postcode, upper-cased with spaces removed.
+    Postcode,
+    /// Every address's locality (town or city), folded.
+    Locality,
+    /// Every address's country (ISO 3166-1 alpha-2).
+    Country,
+    /// Every tag.
+    Tag,
+    /// The lifecycle stage.
+    Stage,
+    /// The owner.
+    Owner,
+    /// The date of birth.
+    BirthDate,
+    /// When the customer was inserted.
+    CreatedAt,
+    /// When the customer was last written.
+    UpdatedAt,
+    /// A custom attribute declared as indexed.
+    Attribute(String),
+}
+
+/// Tag of the first custom-attribute index; built-in indexes use 1 to 15.
+pub(crate) const FIRST_ATTRIBUTE_TAG: u16 = 0x0100;
+
+impl Index {
+    /// The built-in indexes, in tag order.
+    pub const BUILTIN: [Index; 15] = [
+        Index::Email,
+        Index::ExternalId,
+        Index::Phone,
+        Index::FamilyName,
+        Index::FamilyPhonetic,
+        Index::GivenName,
+        Index::Postcode,
+        Index::Locality,
+        Index::Country,
+        Index::Tag,
+        Index::Stage,
+        Index::Owner,
+        Index::BirthDate,
+        Index::CreatedAt,
+        Index::UpdatedAt,
+    ];
+
+    /// The index's name (`email`, `family_name`, ... or the attribute's name).
+    pub fn name(&self) -> &str {
+        match self {
+            Index::Email => "email",
+            Index::ExternalId => "external_id",
+            Index::Phone => "phone",
+            Index::FamilyName => "family_name",
+            Index::FamilyPhonetic => "family_phonetic",
+            Index::GivenName => "given_name",
+            Index::Postcode => "postcode",
+            Index::Locality => "locality",
+            Index::Country => "country",
+            Index::Tag => "tag",
+            Index::Stage => "stage",
+            Index::Owner => "owner",
+            Index::BirthDate => "birth_date",
+            Index::CreatedAt => "created_at",
+            Index::UpdatedAt => "updated_at",
+            Index::Attribute(name) => name,
+        }
+    }
+
+    /// The index named `name`: a built-in one, or else a custom attribute's.
+    pub fn from_name(name: &str) -> Index {
+        Index::BUILTIN
+            .into_iter()
+            .find(|i| i.name() == name)
+            .unwrap_or_else(|| Index::Attribute(name.to_owned()))
+    }
+
+    /// Whether a key belongs to at most one customer.
+    pub fn is_unique(&self) -> bool {
+        matches!(self, Index::Email | Index::ExternalId)
+    }
+
+    /// The tag that starts this index's keys.
+    pub(crate) fn tag(&self, schema: &Schema) -> Result<u16> {
+        let tag = match self {
+            Index::Email => 1,
+            Index::ExternalId => 2,
+            Index::Phone => 3,
+            Index::FamilyName => 4,
+            Index::FamilyPhonetic => 5,
+            Index::GivenName => 6,
+            Index::Postcode => 7,
+            Index::Locality => 8,
+            Index::Country => 9,
+            Index::Tag => 10,
+            Index::Stage => 11,
+            Index::Owner => 12,
+            Index::BirthDate => 13,
+            Index::CreatedAt => 14,
+            Index::UpdatedAt => 15,
+            Index::Attribute(name) => {
+                return schema.get(name).and_then(|d| d.slot).ok_or_else(|| {
+                    Error::new(ErrorKind::UnknownAttribute { name: name.clone() })
+                });
+            }
+        };
+        Ok(tag)
+    }
+
+    /// The index a tag belongs to, for reports.
+    pub(crate) fn from_tag(tag: u16, schema: &Schema) -> Option<Index> {
+        if let Some(i) = tag.checked_sub(1).and_then(|t| Index::BUILTIN.get(usize::from(t))) {
+            return Some(i.clone());
+        }
+        schema
+            .iter()
+            .find(|d| d.slot == Some(tag))
+            .map(|d| Index::Attribute(d.name.clone()))
+    }
+
+    /// The kind of value this index's keys hold.
+    fn value_kind(&self, schema: &Schema) -> Result<AttributeType> {
+        Ok(match self {
+            Index::BirthDate => AttributeType::Date,
+            Index::CreatedAt | Index::UpdatedAt => AttributeType::Timestamp,
+            Index::Attribute(name) => match schema.get(name) {
+                Some(d) if d.slot.is_some() => match d.ty {
+                    AttributeType::TextList => AttributeType::Text,
+                    t => t,
+                },
+                _ => return Err(Error::new(ErrorKind::UnknownAttribute { name: name.clone() })),
+            },
+            _ => AttributeType::Text,
+        })
+    }
+}
+
+impl fmt::Display for Index {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value to look up in an index. Text is standardised the way the index stores it (an email
+/// becomes its match key, a phone its E.164 form, a name its folded key), so callers pass values
+/// as a person would type them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Value {
+    /// Text.
+    Text(String),
+    /// An integer.
+    Integer(i64),
+    /// An exact decimal.
+    Decimal(Decimal),
+    /// A boolean.
+    Boolean(bool),
+    /// A date.
+    Date(NaiveDate),
+    /// An instant.
+    Timestamp(DateTime<Utc>),
+}
+
+impl Value {
+    fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Text(_) => "text",
+            Value::Integer(_) => "integer",
+            Value::Decimal(_) => "decimal",
+            Value::Boolean(_) => "boolean",
+            Value::Date(_) => "date",
+            Value::Timestamp(_) => "timestamp",
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::Text(v.to_owned())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::Text(v)
+    }
+}
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Integer(v)
+    }
+}
+impl From<Decimal> for Value {
+    fn from(v: Decimal) -> Self {
+        Value::Decimal(v)
+    }
+}
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Boolean(v)
+    }
+}
+impl From<NaiveDate> for Value {
+    fn from(v: NaiveDate) -> Self {
+        Value::Date(v)
+    }
+}
+impl From<DateTime<Utc>> for Value {
+    fn from(v: DateTime<Utc>) -> Self {
+        Value::Timestamp(v)
+    }
+}
+impl From<Stage> for Value {
+    fn from(v: Stage) -> Self {
+        Value::Text(v.as_str().to_owned())
+    }
+}
+
+/// Which keys of an index to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scan {
+    /// Every key.
+    All,
+    /// Keys equal to the value.
+    Eq(Value),
+    /// Keys within the bounds.
+    Range(Bound<Value>, Bound<Value>),
+    /// Text keys starting with the (standardised) prefix.
+    Prefix(String),
+}
+
+impl Scan {
+    /// Keys equal to `v`.
+    pub fn eq(v: impl Into<Value>) -> Scan {
+        Scan::Eq(v.into())
+    }
+
+    /// Keys within `range`, e.g. `Scan::range(date_a..date_b)`.
+    pub fn range<V: Into<Value> + Clone>(range: impl RangeBounds<V>) -> Scan {
+        let map = |b: Bound<&V>| match b {
+            Bound::Included(v) => Bound::Included(v.clone().into()),
+            Bound::Excluded(v) => Bound::Excluded(v.clone().into()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        Scan::Range(map(range.start_bound()), map(range.end_bound()))
+    }
+
+    /// Text keys starting with `prefix`.
+    pub fn prefix(prefix: impl Into<String>) -> Scan {
+        Scan::Prefix(prefix.into())
+    }
+}
+
+/// A byte range of index keys, start inclusive, end exclusive (`None`: to the end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    pub(crate) start: Vec<u8>,
+    pub(crate) end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    fn prefix(prefix: Vec<u8>) -> KeyRange {
+        let end = key::prefix_end(&prefix);
+        KeyRange { start: prefix, end }
+    }
+}
+
+/// Standardises a text lookup value the way `index` stores its keys; several keys for the
+/// phonetic index (primary and alternate codes).
+fn standardise_text(index: &Index, s: &str, region: Option<CountryCode>) -> Result<Vec<String>> {
+    Ok(match index {
+        Index::Email => vec![Email::parse(s)?.match_key().to_owned()],
+        Index::Phone => vec![Phone::parse(s, region)?.e164().to_owned()],
+        Index::FamilyPhonetic => phonetic_keys(s),
+        Index::Country => vec![CountryCode::parse(s)?.as_str().to_owned()],
+        Index::Postcode => vec![postcode_key(s)],
+        Index::Stage => vec![s.trim().to_ascii_lowercase()],
+        Index::ExternalId => vec![s.to_owned()],
+        _ => vec![fold_key(s)],
+    })
+}
+
+/// The postcode index key: upper case, spaces removed.
+pub(crate) fn postcode_key(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// Appends a lookup value's encoding, checking it suits the index.
+fn put_value(out: &mut Vec<u8>, index: &Index, kind: AttributeType, v: &Value) -> Result<()> {
+    match (kind, v) {
+        (AttributeType::Text, Value::Text(s)) => key::put_text(out, s),
+        (AttributeType::Integer, Value::Integer(i)) => key::put_i64(out, *i),
+        (AttributeType::Decimal, Value::Decimal(d)) => key::put_decimal(out, *d),
+        (AttributeType::Decimal, Value::Integer(i)) => key::put_decimal(out, Decimal::from(*i)),
+        (AttributeType::Boolean, Value::Boolean(b)) => key::put_bool(out, *b),
+        (AttributeType::Date, Value::Date(d)) => key::put_date(out, *d),
+        (AttributeType::Timestamp, Value::Timestamp(t)) => key::put_timestamp(out, *t),
+        _ => {
+            return Err(Error::new(ErrorKind::AttributeType {
+                name: index.name().to_owned(),
+                expected: kind.as_str(),
+                found: v.kind_name(),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// The key ranges of `index` that `scan` covers.
+pub(crate) fn key_ranges(
+    index: &Index,
+    scan: &Scan,
+    schema: &Schema,
+    region: Option<CountryCode>,
+) -> Result<Vec<KeyRange>> {
+    let tag = index.tag(schema)?;
+    let kind = index.value_kind(schema)?;
+    let head = tag.to_be_bytes().to_vec();
+    // Text values are standardised first; other values are encoded as given.
+    let encoded = |v: &Value| -> Result<Vec<Vec<u8>>> {
+        let values = match v {
+            Value::Text(s) if kind == AttributeType::Text => standardise_text(index, s, region)?
+                .into_iter()
+                .map(Value::Text)
+                .collect(),
+            other => vec![other.clone()],
+        };
+        values
+            .iter()
+            .map(|v| {
+                let mut k = head.clone();
+                put_value(&mut k, index, kind, v)?;
+                Ok(k)
+            })
+            .collect()
+    };
+    Ok(match scan {
+        Scan::All => vec![KeyRange::prefix(head)],
+        Scan::Eq(v) => encoded(v)?.into_iter().map(KeyRange::prefix).collect(),
+        Scan::Prefix(p) => {
+            if kind != AttributeType::Text {
+                return Err(Error::new(ErrorKind::AttributeType {
+                    name: index.name().to_owned(),
+                    expected: kind.as_str(),
+                    found: "text prefix",
+                }));
+            }
+            // A prefix of a folded value is the folded prefix, but email and phone prefixes
+            // cannot be parsed, so those are folded only.
+            let folded = match index {
+                Index::Postcode => postcode_key(p),
+                Index::Country => p.trim().to_ascii_uppercase(),
+                Index::ExternalId => p.clone(),
+                _ => fold_key(p),
+            };
+            let mut k = head;
+            key::put_text_prefix(&mut k, &folded);
+            vec![KeyRange::prefix(k)]
+        }
+        Scan::Range(lo, hi) => {
+            let one = |v: &Value| -> Result<Vec<u8>> {
+                encoded(v)?.into_iter().next().ok_or_else(|| {
+                    Error::new(ErrorKind::AttributeType {
+                        name: index.name().to_owned(),
+                        expected: kind.as_str(),
+                        found: "value without a key",
+                    })
+                })
+            };
+            let start = match lo {
+                Bound::Included(v) => one(v)?,
+                Bound::Excluded(v) => key::prefix_end(&one(v)?).unwrap_or_else(|| vec![0xFF; 3]),
+                Bound::Unbounded => head.clone(),
+            };
+            let end = match hi {
+                Bound::Included(v) => key::prefix_end(&one(v)?),
+                Bound::Excluded(v) => Some(one(v)?),
+                Bound::Unbounded => key::prefix_end(&head),
+            };
+            vec![KeyRange { start, end }]
+        }
+    })
+}
+
+/// A unique-index key and what to say about it in a conflict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UniqueEntry {
+    pub(crate) key: Vec<u8>,
+    pub(crate) index: &'static str,
+    pub(crate) display: String,
+}
+
+/// The unique-index key of an email match key.
+pub(crate) fn email_key(match_key: &str) -> Vec<u8> {
+    let mut k = 1u16.to_be_bytes().to_vec();
+    key::put_text(&mut k, match_key);
+    k
+}
+
+/// The unique-index key of an external id.
+pub(crate) fn external_id_key(system: &str, id: &str) -> Vec<u8> {
+    let mut k = 2u16.to_be_bytes().to_vec();
+    key::put_text(&mut k, system);
+    key::put_text(&mut k, id);
+    k
+}
+
+/// Every index entry a record should have.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Entries {
+    /// Non-unique keys: `tag ++ value ++ id`, sorted, no duplicates.
+    pub(crate) postings: Vec<Vec<u8>>,
+    /// Unique keys: `tag ++ value`, each mapping to the record's id.
+    pub(crate) uniques: Vec<UniqueEntry>,
+}
+
+/// The index entries of `rec` under `schema`.
+pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
+    let c = &rec.customer;
+    let id = rec.id.as_u64();
+    let mut postings = Vec::with_capacity(24);
+    let mut text = |tag: u16, s: &str| {
+        let mut k = Vec::with_capacity(2 + s.len() + 2 + 8);
+        k.extend_from_slice(&tag.to_be_bytes());
+        key::put_text(&mut k, s);
+        key::put_u64(&mut k, id);
+        postings.push(k);
+    };
+    for p in &c.phones {
+        text(3, p.e164());
+    }
+    if let Some(n) = &c.name {
+        if let Some(k) = n.family_key() {
+            text(4, k);
+        }
+        for k in n.family_phonetic() {
+            text(5, k);
+        }
+        if let Some(k) = n.given_key() {
+            text(6, k);
+        }
+    }
+    for a in &c.addresses {
+        if let Some(k) = a.postcode_key() {
+            text(7, k);
+        }
+        if let Some(k) = a.locality_key() {
+            text(8, k);
+        }
+        if let Some(cc) = a.country() {
+            text(9, cc.as_str());
+        }
+    }
+    for t in &c.tags {
+        text(10, t.as_str());
+    }
+    if let Some(s) = c.stage {
+        text(11, s.as_str());
+    }
+    if let Some(o) = &c.owner {
+        text(12, o);
+    }
+    let mut fixed = |tag: u16, put: &dyn Fn(&mut Vec<u8>)| {
+        let mut k = tag.to_be_bytes().to_vec();
+        put(&mut k);
+        key::put_u64(&mut k, id);
+        postings.push(k);
+    };
+    if let Some(d) = c.birth_date {
+        fixed(13, &|k| key::put_date(k, d));
+    }
+    fixed(14, &|k| key::put_timestamp(k, rec.created_at));
+    fixed(15, &|k| key::put_timestamp(k, rec.updated_at));
+    for (name, value) in &c.attributes {
+        let Some(slot) = schema.get(name).and_then(|d| d.slot) else {
+            continue;
+        };
+        let head = slot.to_be_bytes();
+        let mut put = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut k = head.to_vec();
+            f(&mut k);
+            key::put_u64(&mut k, id);
+            postings.push(k);
+        };
+        match value {
+            AttributeValue::Text(s) => put(&|k| key::put_text(k, &fold_key(s))),
+            AttributeValue::Integer(i) => put(&|k| key::put_i64(k, *i)),
+            AttributeValue::Decimal(d) => put(&|k| key::put_decimal(k, *d)),
+            AttributeValue::Boolean(b) => put(&|k| key::put_bool(k, *b)),
+            AttributeValue::Date(d) => put(&|k| key::put_date(k, *d)),
+            AttributeValue::Timestamp(t) => put(&|k| key::put_timestamp(k, *t)),
+            AttributeValue::TextList(items) => {
+                for s in items {
+                    put(&|k| key::put_text(k, &fold_key(s)));
+                }
+            }
+        }
+    }
+    postings.sort_unstable();
+    postings.dedup();
+    let mut uniques: Vec<UniqueEntry> = c
+        .emails
+        .iter()
+        .map(|e| UniqueEntry {
+            key: email_key(e.match_key()),
+            index: "email",
+            display: e.match_key().to_owned(),
+        })
+        .chain(c.external_ids.iter().map(|x| UniqueEntry {
+            key: external_id_key(x.system(), x.id()),
+            index: "external_id",
+            display: x.to_string(),
+        }))
+        .collect();
+    uniques.sort_by(|a, b| a.key.cmp(&b.key));
+    uniques.dedup_by(|a, b| a.key == b.key);
+    Entries { postings, uniques }
+}
+
+/// Splits a posting key into its tag and customer id.
+pub(crate) fn split_posting(k: &[u8]) -> Option<(u16, u64)> {
+    let (tag, _) = k.split_first_chunk::<2>()?;
+    let (_, id) = k.split_last_chunk::<8>()?;
+    if k.len() < 10 {
+        return None;
+    }
+    Some((u16::from_be_bytes(*tag), u64::from_be_bytes(*id)))
+}
+
+/// A readable form of the value part of an index key (`tag ++ value`), for reports.
+pub(crate) fn describe_key(k: &[u8], schema: &Schema) -> String {
+    let Some((tag, body)) = k.split_first_chunk::<2>() else {
+        return hex(k);
+    };
+    let kind = Index::from_tag(u16::from_be_bytes(*tag), schema)
+        .and_then(|i| i.value_kind(schema).ok());
+    let described = match kind {
+        Some(AttributeType::Text) => key::take_text(body).map(|(s, _)| s),
+        Some(AttributeType::Integer) => key::take_i64(body).map(|(v, _)| v.to_string()),
+        Some(AttributeType::Date) => key::take_date(body).map(|(v, _)| v.to_string()),
+        Some(AttributeType::Timestamp) => key::take_timestamp(body).map(|(v, _)| v.to_rfc3339()),
+        Some(AttributeType::Boolean) => body.first().map(|b| (*b != 0).to_string()),
+        _ => None,
+    };
+    described.unwrap_or_else(|| hex(body))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Customer, CustomerId};
+
+    fn record(c: Customer) -> Record {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Record {
+            id: CustomerId::from_u64(7),
+            created_at: t,
+            updated_at: t,
+            revision: 1,
+            customer: c,
+        }
+    }
+
+    #[test]
+    fn every_posting_ends_with_the_id_and_starts_with_its_tag() {
+        let c = Customer::builder()
+            .name("Ada Lovelace")
+            .email("ada@example.com")
+            .tag("vip")
+            .stage(Stage::Lead)
+            .external_id("shop", "1")
+            .build()
+            .unwrap();
+        let e = entries(&record(c), &Schema::default());
+        assert!(e.postings.len() >= 6);
+        for p in &e.postings {
+            let (tag, id) = split_posting(p).unwrap();
+            assert!((1..=15).contains(&tag));
+            assert_eq!(id, 7);
+        }
+        assert_eq!(e.uniques.len(), 2);
+    }
+
+    #[test]
+    fn equality_range_covers_exactly_one_value() {
+        let schema = Schema::default();
+        let r = &key_ranges(&Index::Tag, &Scan::eq("VIP"), &schema, None).unwrap()[0];
+        let mut inside = 10u16.to_be_bytes().to_vec();
+        key::put_text(&mut inside, "vip");
+        key::put_u64(&mut inside, 99);
+        let mut outside = 10u16.to_be_bytes().to_vec();
+        key::put_text(&mut outside, "vipx");
+        key::put_u64(&mut outside, 1);
+        let within = |k: &Vec<u8>| *k >= r.start && r.end.as_ref().is_none_or(|e| k < e);
+        assert!(within(&inside));
+        assert!(!within(&outside));
+    }
+
+    #[test]
+    fn index_names_roundtrip() {
+        for i in Index::BUILTIN {
+            assert_eq!(Index::from_name(i.name()), i);
+            assert_eq!(Index::from_tag(i.tag(&Schema::default()).unwrap(), &Schema::default()), Some(i));
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! customerdb: an embedded customer database.
+//!
+//! A host application links customerdb as it would redb or SQLite, to keep its customers in one
+//! trustworthy place: a typed [`Store`] of [`Customer`]s over redb, with ACID transactions,
+//! snapshot reads, and secondary indexes kept consistent on every write. Contact data is
+//! standardised on the way in ([`Email`], [`Phone`], [`PersonName`], [`Address`]): bad input
+//! gets an [`Error`] naming the field and the reason, and nothing of that record is stored.
+//!
+//! ```
+//! use customerdb::{Customer, ErrorKind, Index, Read, Scan, Store};
+//!
+//! let store = Store::builder().default_region("GB").in_memory()?;
+//! let mut tx = store.begin_write()?;
+//! let ada = tx.insert(
+//!     Customer::builder()
+//!         .name("Ada Lovelace")
+//!         .email("Ada@Example.com")
+//!         .phone("020 7946 0018")
+//!         .tag("vip"),
+//! )?;
+//! // A bad value is refused with the field and the reason; nothing is written.
+//! let err = tx.insert(Customer::builder().name("Bob").email("bob@@example")).unwrap_err();
+//! assert!(matches!(err.kind(), ErrorKind::Invalid { field, .. } if field == "emails[0]"));
+//! tx.commit()?;
+//!
+//! let tx = store.begin_read()?;
+//! assert_eq!(tx.find_by_email("ada@example.com")?.map(|r| r.id), Some(ada));
+//! assert_eq!(tx.find_by_phone("+44 20 7946 0018")?.len(), 1);
+//! assert_eq!(tx.ids(&Index::Tag, &Scan::eq("VIP"))?, vec![ada]);
+//! assert!(store.verify()?.is_clean());
+//! # Ok::<(), customerdb::Error>(())
+//! ```
+//!
+//! What it is not: a server, a search engine, or a general-purpose database. It stores
+//! customers, and what a customer database needs around them.
+
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod error;
+pub mod import;
+mod index;
+mod model;
+pub mod normalize;
+// pub mod sample; (pending)
+mod store;
+
+pub use error::{Error, ErrorKind, Result};
+pub use index::{Index, Scan, Value};
+pub use model::{
+    Address, AddressParts, AttributeDef, AttributeType, AttributeValue, Channel, Consent,
+    ConsentStatus, CountryCode, Customer, CustomerBuilder, CustomerId, Email, ExternalId, Gender,
+    IntoCustomer, NameParts, PersonName, Phone, PhoneKind, Record, Schema, Stage, Tag,
+};
+pub use store::codec::FORMAT_VERSION;
+pub use store::{
+    Clock, Customers, Durability, Problem, Read, ReadTxn, Store, StoreBuilder, UniqueKey, Upsert,
+    VerifyReport, WriteTxn,
+};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,107 @@
+//! Serde adapters that keep the stored form compact and the exported form readable.
+//!
+//! Each adapter asks the serializer whether it is human readable: JSON export gets RFC 3339
+//! timestamps, ISO dates and decimal strings; the postcard codec gets integers and fixed bytes.
+//! postcard is not self-describing, so none of these may call `deserialize_any`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `DateTime<Utc>` as microseconds since the Unix epoch (binary) or RFC 3339 (readable).
+pub(crate) mod timestamp {
+    use serde::de::Error as _;
+    use super::{DateTime, Deserialize, Deserializer,  Serialize, Serializer, Utc};
+
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .serialize(s)
+        } else {
+            t.timestamp_micros().serialize(s)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            DateTime::parse_from_rfc3339(&s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(D::Error::custom)
+        } else {
+            let micros = i64::deserialize(d)?;
+            DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| D::Error::custom("timestamp out of range"))
+        }
+    }
+}
+
+/// `NaiveDate` as days from 0001-01-01 (binary) or `YYYY-MM-DD` (readable).
+pub(crate) mod date {
+    use serde::de::Error as _;
+    use super::{Deserialize, Deserializer,  NaiveDate, Serialize, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            d.format("%Y-%m-%d").to_string().serialize(s)
+        } else {
+            chrono::Datelike::num_days_from_ce(d).serialize(s)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveDate, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(D::Error::custom)
+        } else {
+            let days = i32::deserialize(d)?;
+            NaiveDate::from_num_days_from_ce_opt(days)
+                .ok_or_else(|| D::Error::custom("date out of range"))
+        }
+    }
+}
+
+/// `Option<NaiveDate>` through [`date`].
+pub(crate) mod opt_date {
+    use super::{Deserialize, Deserializer, NaiveDate, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrap(#[serde(with = "super::date")] NaiveDate);
+
+    #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`
+    pub(crate) fn serialize<S: Serializer>(d: &Option<NaiveDate>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(Wrap).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// `rust_decimal::Decimal` as its 16-byte form (binary) or a decimal string (readable).
+pub(crate) mod decimal {
+    use serde::de::Error as _;
+    use super::{Deserialize, Deserializer,  Serialize, Serializer};
+    use rust_decimal::Decimal;
+
+    pub(crate) fn serialize<S: Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            v.to_string().serialize(s)
+        } else {
+            v.serialize().serialize(s)
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(D::Error::custom)
+        } else {
+            let bytes = <[u8; 16]>::deserialize(d)?;
+            // `Decimal::deserialize` accepts any bytes but a scale over 28 breaks its invariants.
+            if bytes[2] > 28 {
+                return Err(D::Error::custom("decimal scale out of range"));
+            }
+            Ok(Decimal::deserialize(bytes))
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The store: a redb database holding customers and their indexes, with transactions.
+//!
+//! redb is private to this module: no redb type appears in the public API, and its errors reach
+//! callers only as the `source()` of an [`ErrorKind::Storage`] error.
+
+pub(crate) mod codec;
+mod read;
+mod verify;
+mod write;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{CountryCode, Schema};
+
+pub use read::{Customers, Read, ReadTxn};
+pub use verify::{Problem, VerifyReport};
+pub use write::{Upsert, UniqueKey, WriteTxn};
+
+/// Records by id: `u64 -> codec(Record)`.
+pub(crate) const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
+/// Non-unique index entries: `tag ++ value ++ id -> ()`.
+pub(crate) const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+/// Unique index entries: `tag ++ value -> id`.
+pub(crate) const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("uniques");
+/// Store-wide values: format version, next id, schema.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(crate) const META_FORMAT: &str = "format_version";
+pub(crate) const META_NEXT_ID: &str = "next_id";
+pub(crate) const META_SCHEMA: &str = "schema";
+
+/// Wraps a redb error as a storage error, keeping it as the source.
+pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
+    Error::with_source(ErrorKind::Storage, e.into())
+}
+
+/// How hard a commit works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `commit` returns once the transaction is on disk (fsync): it survives a crash or power
+    /// loss.
+    #[default]
+    Immediate,
+    /// `commit` returns without syncing: the transaction is visible to readers at once and
+    /// becomes durable with the next immediate commit. A crash before then loses it, never
+    /// half of it. For bulk loads.
+    None,
+}
+
+impl Durability {
+    fn to_redb(self) -> redb::Durability {
+        match self {
+            Durability::Immediate => redb::Durability::Immediate,
+            Durability::None => redb::Durability::None,
+        }
+    }
+}
+
+/// A source of "now" for created and updated timestamps.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub(crate) struct Config {
+    pub(crate) default_region: Option<CountryCode>,
+    pub(crate) durability: Durability,
+    pub(crate) clock: Clock,
+}
+
+/// An embedded customer database.
+///
+/// Cheap to clone (clones share one database) and safe to share across threads: any number of
+/// [`ReadTxn`]s run alongside one [`WriteTxn`] at a time; a second writer waits for the first.
+///
+/// ```
+/// use customerdb::{Customer, Read, Store};
+/// let store = Store::in_memory()?;
+/// let mut tx = store.begin_write()?;
+/// let id = tx.insert(Customer::builder().name("Ada Lovelace").email("ADA@example.com"))?;
+/// tx.commit()?;
+/// let tx = store.begin_read()?;
+/// let ada = tx.find_by_email("ada@EXAMPLE.com")?.expect("stored");
+/// assert_eq!(ada.id, id);
+/// # Ok::<(), customerdb::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: redb::Database,
+    config: Config,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("default_region", &self.inner.config.default_region)
+            .field("durability", &self.inner.config.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if it does not exist.
+    pub fn create(path: impl AsRef<Path>) -> Result<Store> {
+        Store::builder().create(path)
+    }
+
+    /// Opens an existing store.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Storage`] if there is no store at `path` or it cannot be read;
+    /// [`ErrorKind::FormatVersion`] if it was written by an incompatible version.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::builder().open(path)
+    }
+
+    /// A store in memory, gone when the last clone is dropped. For tests and examples.
+    pub fn in_memory() -> Result<Store> {
+        Store::builder().in_memory()
+    }
+
+    /// A builder for a store with non-default settings.
+    pub fn builder() -> StoreBuilder {
+        StoreBuilder::default()
+    }
+
+    /// Begins a read transaction: a consistent snapshot that later commits do not change.
+    pub fn begin_read(&self) -> Result<ReadTxn> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        ReadTxn::new(txn, &self.inner.config)
+    }
+
+    /// Begins the write transaction, waiting while another is open. Dropping it without
+    /// [`WriteTxn::commit`] rolls it back.
+    pub fn begin_write(&self) -> Result<WriteTxn> {
+        let mut txn = self.inner.db.begin_write().map_err(storage)?;
+        txn.set_durability(self.inner.config.durability.to_redb())
+            .map_err(storage)?;
+        WriteTxn::new(txn, &self.inner.config)
+    }
+
+    /// Checks every record against every index, in both directions, on a snapshot.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        verify::verify(&self.begin_read()?)
+    }
+
+    fn from_db(db: redb::Database, config: Config) -> Result<Store> {
+        let store = Store {
+            inner: Arc::new(Inner { db, config }),
+        };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    /// Creates missing tables in a new store; checks the format version of an existing one.
+    fn initialise(&self) -> Result<()> {
+        let txn = self.inner.db.begin_write().map_err(storage)?;
+        {
+            txn.open_table(CUSTOMERS).map_err(storage)?;
+            txn.open_table(POSTINGS).map_err(storage)?;
+            txn.open_table(UNIQUES).map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            let found = meta
+                .get(META_FORMAT)
+                .map_err(storage)?
+                .map(|v| v.value().to_vec());
+            match found.as_deref() {
+                None => {
+                    meta.insert(META_FORMAT, [codec::FORMAT_VERSION].as_slice())
+                        .map_err(storage)?;
+                    meta.insert(META_NEXT_ID, 1u64.to_le_bytes().as_slice())
+                        .map_err(storage)?;
+                    meta.insert(META_SCHEMA, codec::encode(&Schema::default())?.as_slice())
+                        .map_err(storage)?;
+                }
+                Some([v]) if *v == codec::FORMAT_VERSION => {}
+                Some([v]) => {
+                    return Err(Error::new(ErrorKind::FormatVersion {
+                        found: *v,
+                        supported: codec::FORMAT_VERSION,
+                    }));
+                }
+                Some(_) => return Err(Error::corrupted("format version", "not one byte")),
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+}
+
+/// Settings for opening a [`Store`].
+///
+/// ```
+/// use customerdb::{Durability, Store};
+/// let store = Store::builder()
+///     .default_region("GB")
+///     .durability(Durability::Immediate)
+///     .cache_size(64 << 20)
+///     .in_memory()?;
+/// # Ok::<(), customerdb::Error>(())
+/// ```
+#[must_use]
+pub struct StoreBuilder {
+    cache_size: Option<usize>,
+    default_region: Option<String>,
+    durability: Durability,
+    clock: Option<Clock>,
+}
+
+impl Default for StoreBuilder {
+    fn default() -> Self {
+        StoreBuilder {
+            cache_size: None,
+            default_region: None,
+            durability: Durability::Immediate,
+            clock: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreBuilder")
+            .field("cache_size", &self.cache_size)
+            .field("default_region", &self.default_region)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoreBuilder {
+    /// Bytes of page cache (redb's default is 1 GiB).
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.cache_size = Some(bytes);
+        self
+    }
+
+    /// The region (ISO 3166-1 alpha-2) for phone numbers written in national form when the
+    /// record has no address country and no phone region of its own.
+    pub fn default_region(mut self, region: impl Into<String>) -> Self {
+        self.default_region = Some(region.into());
+        self
+    }
+
+    /// The durability of commits unless a transaction says otherwise.
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Where created and updated timestamps come from (default: the system clock).
+    pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    fn config(self) -> Result<(redb::Builder, Config)> {
+        let default_region = self
+            .default_region
+            .as_deref()
+            .map(|r| CountryCode::parse(r).map_err(|e| e.at("default_region".to_owned())))
+            .transpose()?;
+        let mut builder = redb::Database::builder();
+        if let Some(bytes) = self.cache_size {
+            builder.set_cache_size(bytes);
+        }
+        let config = Config {
+            default_region,
+            durability: self.durability,
+            clock: self.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+        };
+        Ok((builder, config))
+    }
+
+    /// Opens the store at `path`, creating it if needed.
+    pub fn create(self, path: impl AsRef<Path>) -> Result<Store> {
+        let (builder, config) = self.config()?;
+        let db = builder.create(path).map_err(storage)?;
+        Store::from_db(db, config)
+    }
+
+    /// Opens an existing store.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
+        let (builder, config) = self.config()?;
+        let db = builder.open(path).map_err(storage)?;
+        Store::from_db(db, config)
+    }
+
+    /// A store in memory.
+    pub fn in_memory(self) -> Result<Store> {
+        let (builder, config) = self.config()?;
+        let db = builder
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
+        Store::from_db(db, config)
+    }
+}

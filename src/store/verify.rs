@@ -1,0 +1,208 @@
+//! `verify()`: every record against every index, in both directions.
+//!
+//! Forward, each record's expected entries are looked up one by one. Backward, the tables are
+//! not walked entry by entry when they hold exactly as many entries as were found forward:
+//! keys are unique, so equal counts mean no extra entries exist. Only when the counts differ is
+//! every entry read to name the ones no record accounts for.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, ReadableTableMetadata};
+
+use super::read::{Backend, ReadTxn, decode_record};
+use super::{META_NEXT_ID, storage};
+use crate::error::{ErrorKind, Result};
+use crate::index::{self, Index};
+use crate::model::{CustomerId, Schema};
+
+/// One inconsistency found by [`crate::Store::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A stored record does not decode.
+    UndecodableRecord {
+        /// The key it is stored under.
+        id: CustomerId,
+        /// Why it does not decode.
+        error: ErrorKind,
+    },
+    /// A record lacks an index entry it should have.
+    MissingEntry {
+        /// The record.
+        id: CustomerId,
+        /// The index.
+        index: String,
+        /// The key's value, readable.
+        value: String,
+    },
+    /// An index entry that no record accounts for.
+    OrphanEntry {
+        /// The customer id the entry names.
+        id: CustomerId,
+        /// The index.
+        index: String,
+        /// The key's value, readable.
+        value: String,
+    },
+    /// A unique key maps to another customer than the one holding it.
+    WrongOwner {
+        /// The index.
+        index: String,
+        /// The key's value, readable.
+        value: String,
+        /// The customer that holds the key.
+        expected: CustomerId,
+        /// The customer the index names.
+        found: CustomerId,
+    },
+    /// An index key that cannot be read.
+    MalformedEntry {
+        /// The key bytes.
+        key: Vec<u8>,
+    },
+    /// The next id to allocate is not above every stored id, so an id could be reused.
+    NextIdBehind {
+        /// The next id the store would allocate.
+        next_id: u64,
+        /// The largest stored id.
+        max_id: u64,
+    },
+}
+
+/// The outcome of [`crate::Store::verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records checked.
+    pub records: u64,
+    /// Non-unique index entries found.
+    pub entries: u64,
+    /// Unique index entries found.
+    pub unique_entries: u64,
+    /// Everything that is wrong; empty for a consistent store.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn index_name(tag: u16, schema: &Schema) -> String {
+    Index::from_tag(tag, schema).map_or_else(|| format!("#{tag}"), |i| i.name().to_owned())
+}
+
+fn tag_of(key: &[u8]) -> u16 {
+    key.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
+}
+
+pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
+    let schema = tx.schema()?;
+    let mut report = VerifyReport::default();
+    let (mut found_postings, mut found_uniques, mut max_id) = (0u64, 0u64, 0u64);
+    for item in tx.raw_customers().iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let id = k.value();
+        max_id = max_id.max(id);
+        report.records += 1;
+        let rec = match decode_record(id, v.value()) {
+            Ok(r) => r,
+            Err(e) => {
+                report.problems.push(Problem::UndecodableRecord {
+                    id: CustomerId::from_u64(id),
+                    error: e.into_kind(),
+                });
+                continue;
+            }
+        };
+        let entries = index::entries(&rec, &schema);
+        for p in &entries.postings {
+            if tx.raw_postings().get(p.as_slice()).map_err(storage)?.is_some() {
+                found_postings += 1;
+            } else {
+                report.problems.push(Problem::MissingEntry {
+                    id: rec.id,
+                    index: index_name(tag_of(p), &schema),
+                    value: index::describe_key(&p[..p.len() - 8], &schema),
+                });
+            }
+        }
+        for u in &entries.uniques {
+            match tx.raw_uniques().get(u.key.as_slice()).map_err(storage)? {
+                Some(owner) if owner.value() == id => found_uniques += 1,
+                Some(owner) => {
+                    found_uniques += 1;
+                    report.problems.push(Problem::WrongOwner {
+                        index: u.index.to_owned(),
+                        value: u.display.clone(),
+                        expected: rec.id,
+                        found: CustomerId::from_u64(owner.value()),
+                    });
+                }
+                None => report.problems.push(Problem::MissingEntry {
+                    id: rec.id,
+                    index: u.index.to_owned(),
+                    value: u.display.clone(),
+                }),
+            }
+        }
+    }
+    report.entries = tx.raw_postings().len().map_err(storage)?;
+    report.unique_entries = tx.raw_uniques().len().map_err(storage)?;
+    // Expected entries of each record, computed once per record while looking for orphans.
+    let mut expected: HashMap<u64, Option<index::Entries>> = HashMap::new();
+    let mut entries_of = |id: u64| -> Result<Option<index::Entries>> {
+        if let Some(e) = expected.get(&id) {
+            return Ok(e.clone());
+        }
+        let e = tx.record(id).ok().flatten().map(|r| index::entries(&r, &schema));
+        expected.insert(id, e.clone());
+        Ok(e)
+    };
+    if report.entries != found_postings {
+        for item in tx.raw_postings().iter().map_err(storage)? {
+            let (k, _) = item.map_err(storage)?;
+            let key = k.value();
+            let Some((tag, id)) = index::split_posting(key) else {
+                report.problems.push(Problem::MalformedEntry { key: key.to_vec() });
+                continue;
+            };
+            let accounted = entries_of(id)?
+                .is_some_and(|e| e.postings.binary_search_by(|p| p.as_slice().cmp(key)).is_ok());
+            if !accounted {
+                report.problems.push(Problem::OrphanEntry {
+                    id: CustomerId::from_u64(id),
+                    index: index_name(tag, &schema),
+                    value: index::describe_key(&key[..key.len() - 8], &schema),
+                });
+            }
+        }
+    }
+    if report.unique_entries != found_uniques {
+        for item in tx.raw_uniques().iter().map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let (key, id) = (k.value(), v.value());
+            let accounted = entries_of(id)?.is_some_and(|e| e.uniques.iter().any(|u| u.key == key));
+            if !accounted {
+                report.problems.push(Problem::OrphanEntry {
+                    id: CustomerId::from_u64(id),
+                    index: index_name(tag_of(key), &schema),
+                    value: index::describe_key(key, &schema),
+                });
+            }
+        }
+    }
+    let next_id = match tx.raw_meta().get(META_NEXT_ID).map_err(storage)? {
+        Some(v) => v
+            .value()
+            .try_into()
+            .map(u64::from_le_bytes)
+            .unwrap_or(0),
+        None => 0,
+    };
+    if report.records > 0 && next_id <= max_id {
+        report.problems.push(Problem::NextIdBehind { next_id, max_id });
+    }
+    Ok(report)
+}

@@ -1,0 +1,21 @@
+//! The integration tests, one binary (`autotests = false`), a module per area.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+
+
+mod crash;
+mod model_based;
+mod reference;
+mod store;
+mod verify;
+
+/// Numbers that libphonenumber's own metadata gives as valid examples, for tests that need
+/// phones that always parse.
+pub const PHONES: [&str; 5] = [
+    "+12015550123",
+    "+442079460018",
+    "+447400123456",
+    "+4930123456",
+    "+33123456789",
+];

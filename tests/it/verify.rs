@@ -1,0 +1,191 @@
+//! Guards `verify()`: each kind of damage planted directly in the redb file (tables as documented
+//! in ARCHITECTURE.md) must be reported. Also guards the format-version check on open.
+
+use customerdb::{Customer, ErrorKind, Problem, Result, Store};
+use redb::{ReadableTable, TableDefinition};
+
+const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
+const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("uniques");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// A store file with three customers, closed.
+fn seeded() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v.redb");
+    let store = Store::create(&path)?;
+    let mut tx = store.begin_write()?;
+    for (i, name) in ["Ada Lovelace", "Alan Turing", "Grace Hopper"].iter().enumerate() {
+        tx.insert(
+            Customer::builder()
+                .name(*name)
+                .email(format!("c{i}@example.com"))
+                .phone(crate::PHONES[i])
+                .tag("t")
+                .external_id("shop", i.to_string()),
+        )?;
+    }
+    tx.commit()?;
+    assert!(store.verify()?.is_clean());
+    Ok((dir, path))
+}
+
+/// Applies `plant` to the raw file, then returns what verify() reports.
+fn plant(f: impl FnOnce(&redb::WriteTransaction)) -> Result<Vec<Problem>> {
+    let (_dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    }
+    let problems = Store::open(&path)?.verify()?.problems;
+    assert!(!problems.is_empty(), "planted damage was not found");
+    Ok(problems)
+}
+
+fn first_posting(txn: &redb::WriteTransaction) -> Vec<u8> {
+    let t = txn.open_table(POSTINGS).unwrap();
+    let k = t.first().unwrap().unwrap().0.value().to_vec();
+    k
+}
+
+#[test]
+fn verify_finds_a_missing_index_entry() -> Result<()> {
+    let p = plant(|txn| {
+        let k = first_posting(txn);
+        txn.open_table(POSTINGS).unwrap().remove(k.as_slice()).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::MissingEntry { .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_an_orphan_index_entry() -> Result<()> {
+    let p = plant(|txn| {
+        let mut k = first_posting(txn);
+        let n = k.len();
+        k[n - 8..].copy_from_slice(&999u64.to_be_bytes());
+        txn.open_table(POSTINGS).unwrap().insert(k.as_slice(), ()).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 999)));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_changed_index_value() -> Result<()> {
+    let p = plant(|txn| {
+        let k = first_posting(txn);
+        let mut changed = k.clone();
+        changed[3] ^= 0x20;
+        let mut t = txn.open_table(POSTINGS).unwrap();
+        t.remove(k.as_slice()).unwrap();
+        t.insert(changed.as_slice(), ()).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::MissingEntry { .. })));
+    assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_unique_key_pointing_elsewhere() -> Result<()> {
+    let p = plant(|txn| {
+        let mut t = txn.open_table(UNIQUES).unwrap();
+        let (k, v) = {
+            let first = t.first().unwrap().unwrap();
+            (first.0.value().to_vec(), first.1.value())
+        };
+        t.insert(k.as_slice(), if v == 1 { 2 } else { 1 }).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::WrongOwner { .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_record_without_its_entries_and_entries_without_a_record() -> Result<()> {
+    let p = plant(|txn| {
+        txn.open_table(CUSTOMERS).unwrap().remove(2).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 2)));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_an_undecodable_record() -> Result<()> {
+    let p = plant(|txn| {
+        txn.open_table(CUSTOMERS)
+            .unwrap()
+            .insert(1, [customerdb::FORMAT_VERSION, 0xFF, 0xFF, 0xFF].as_slice())
+            .unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::UndecodableRecord { error: ErrorKind::Corrupted { .. }, .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_record_under_the_wrong_id() -> Result<()> {
+    let p = plant(|txn| {
+        let mut t = txn.open_table(CUSTOMERS).unwrap();
+        let bytes = t.get(1).unwrap().unwrap().value().to_vec();
+        t.insert(3, bytes.as_slice()).unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::UndecodableRecord { .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_next_id_that_would_reuse_ids() -> Result<()> {
+    let p = plant(|txn| {
+        txn.open_table(META)
+            .unwrap()
+            .insert("next_id", 2u64.to_le_bytes().as_slice())
+            .unwrap();
+    })?;
+    assert!(p.iter().any(|p| matches!(p, Problem::NextIdBehind { next_id: 2, max_id: 3 })));
+    Ok(())
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused_on_open() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("format_version", [99u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path).expect_err("future version");
+    assert_eq!(
+        err.kind(),
+        &ErrorKind::FormatVersion {
+            found: 99,
+            supported: customerdb::FORMAT_VERSION
+        }
+    );
+    Ok(())
+}
+
+#[test]
+fn a_corrupted_record_is_an_error_on_read_not_a_panic() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(CUSTOMERS)
+            .unwrap()
+            .insert(2, [customerdb::FORMAT_VERSION, 7].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    let tx = store.begin_read()?;
+    use customerdb::Read;
+    let err = tx.get(customerdb::CustomerId::from_u64(2)).expect_err("corrupt");
+    assert!(matches!(err.kind(), ErrorKind::Corrupted { .. }));
+    let results: Vec<_> = tx.iter()?.collect();
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    Ok(())
+}
