@@ -93,9 +93,8 @@ impl Field {
             "family_name" | "last_name" | "lastname" | "surname" => Field::FamilyName,
             "email" | "email_address" | "e_mail" => Field::Email,
             "phone" | "phone_number" | "telephone" | "mobile" => Field::Phone,
-            "street" | "address" | "address_1" | "address_2" | "address_line" | "street_address" => {
-                Field::AddressLine
-            }
+            "street" | "address" | "address_1" | "address_2" | "address_line"
+            | "street_address" => Field::AddressLine,
             "locality" | "city" | "town" | "suburb" => Field::Locality,
             "region" | "state" | "county" | "province" => Field::Region,
             "postcode" | "postal_code" | "zip" | "zip_code" => Field::Postcode,
@@ -335,13 +334,14 @@ fn to_builder(fields: &[Field], row: &csv::StringRecord) -> (CustomerBuilder, Ve
                 address.country = Some(value.to_owned());
                 b
             }
-            Field::BirthDate => match parse_date(value) {
-                Some(d) => b.birth_date(d),
-                None => {
+            Field::BirthDate => {
+                if let Some(d) = parse_date(value) {
+                    b.birth_date(d)
+                } else {
                     errors.push(Error::invalid("birth_date", value, Reason::Malformed));
                     b
                 }
-            },
+            }
             Field::Gender => b.gender(value),
             Field::Organization => b.organization(value),
             Field::JobTitle => b.job_title(value),
@@ -349,13 +349,14 @@ fn to_builder(fields: &[Field], row: &csv::StringRecord) -> (CustomerBuilder, Ve
                 .split([';', '|'])
                 .filter(|t| !t.trim().is_empty())
                 .fold(b, CustomerBuilder::tag),
-            Field::Stage => match Stage::parse(value) {
-                Some(s) => b.stage(s),
-                None => {
+            Field::Stage => {
+                if let Some(s) = Stage::parse(value) {
+                    b.stage(s)
+                } else {
                     errors.push(Error::invalid("stage", value, Reason::Malformed));
                     b
                 }
-            },
+            }
             Field::Owner => b.owner(value),
             Field::Source => b.source(value),
             Field::ExternalId(system) => b.external_id(system.as_str(), value),
@@ -384,14 +385,23 @@ mod tests {
     fn header_synonyms_map_to_fields() {
         assert_eq!(Field::parse("First Name"), Some(Field::GivenName));
         assert_eq!(Field::parse("surname"), Some(Field::FamilyName));
-        assert_eq!(Field::parse("external_id:shop"), Some(Field::ExternalId("shop".into())));
+        assert_eq!(
+            Field::parse("external_id:shop"),
+            Some(Field::ExternalId("shop".into()))
+        );
         assert_eq!(Field::parse("favourite colour"), None);
     }
 
     #[test]
     fn dates_in_both_forms() {
-        assert_eq!(parse_date("19991231"), NaiveDate::from_ymd_opt(1999, 12, 31));
-        assert_eq!(parse_date("1999-12-31"), NaiveDate::from_ymd_opt(1999, 12, 31));
+        assert_eq!(
+            parse_date("19991231"),
+            NaiveDate::from_ymd_opt(1999, 12, 31)
+        );
+        assert_eq!(
+            parse_date("1999-12-31"),
+            NaiveDate::from_ymd_opt(1999, 12, 31)
+        );
         assert_eq!(parse_date("19991331"), None);
     }
 }

@@ -42,7 +42,7 @@ pub mod import;
 mod index;
 mod model;
 pub mod normalize;
-// pub mod sample; (pending)
+pub mod sample;
 mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -69,13 +69,6 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-/// Reads an integer written by [`put_u64`].
-#[cfg(test)]
-pub(crate) fn take_u64(input: &[u8]) -> Option<(u64, &[u8])> {
-    let (head, rest) = input.split_first_chunk::<8>()?;
-    Some((u64::from_be_bytes(*head), rest))
-}
-
 /// Appends a date as its day number from 0001-01-01, sign-flipped big-endian i32.
 pub(crate) fn put_date(out: &mut Vec<u8>, d: NaiveDate) {
     out.extend_from_slice(&(d.num_days_from_ce().cast_unsigned() ^ (1 << 31)).to_be_bytes());

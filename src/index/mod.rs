@@ -136,9 +136,10 @@ impl Index {
             Index::CreatedAt => 14,
             Index::UpdatedAt => 15,
             Index::Attribute(name) => {
-                return schema.get(name).and_then(|d| d.slot).ok_or_else(|| {
-                    Error::new(ErrorKind::UnknownAttribute { name: name.clone() })
-                });
+                return schema
+                    .get(name)
+                    .and_then(|d| d.slot)
+                    .ok_or_else(|| Error::new(ErrorKind::UnknownAttribute { name: name.clone() }));
             }
         };
         Ok(tag)
@@ -146,7 +147,10 @@ impl Index {
 
     /// The index a tag belongs to, for reports.
     pub(crate) fn from_tag(tag: u16, schema: &Schema) -> Option<Index> {
-        if let Some(i) = tag.checked_sub(1).and_then(|t| Index::BUILTIN.get(usize::from(t))) {
+        if let Some(i) = tag
+            .checked_sub(1)
+            .and_then(|t| Index::BUILTIN.get(usize::from(t)))
+        {
             return Some(i.clone());
         }
         schema
@@ -165,7 +169,11 @@ impl Index {
                     AttributeType::TextList => AttributeType::Text,
                     t => t,
                 },
-                _ => return Err(Error::new(ErrorKind::UnknownAttribute { name: name.clone() })),
+                _ => {
+                    return Err(Error::new(ErrorKind::UnknownAttribute {
+                        name: name.clone(),
+                    }));
+                }
             },
             _ => AttributeType::Text,
         })
@@ -571,8 +579,8 @@ pub(crate) fn describe_key(k: &[u8], schema: &Schema) -> String {
     let Some((tag, body)) = k.split_first_chunk::<2>() else {
         return hex(k);
     };
-    let kind = Index::from_tag(u16::from_be_bytes(*tag), schema)
-        .and_then(|i| i.value_kind(schema).ok());
+    let kind =
+        Index::from_tag(u16::from_be_bytes(*tag), schema).and_then(|i| i.value_kind(schema).ok());
     let described = match kind {
         Some(AttributeType::Text) => key::take_text(body).map(|(s, _)| s),
         Some(AttributeType::Integer) => key::take_i64(body).map(|(v, _)| v.to_string()),
@@ -585,7 +593,11 @@ pub(crate) fn describe_key(k: &[u8], schema: &Schema) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]
@@ -643,7 +655,10 @@ mod tests {
     fn index_names_roundtrip() {
         for i in Index::BUILTIN {
             assert_eq!(Index::from_name(i.name()), i);
-            assert_eq!(Index::from_tag(i.tag(&Schema::default()).unwrap(), &Schema::default()), Some(i));
+            assert_eq!(
+                Index::from_tag(i.tag(&Schema::default()).unwrap(), &Schema::default()),
+                Some(i)
+            );
         }
     }
 }

@@ -187,9 +187,9 @@ impl Schema {
     /// Checks that every value in `attrs` is declared and has its declared type.
     pub(crate) fn check(&self, attrs: &BTreeMap<String, AttributeValue>) -> Result<()> {
         for (name, value) in attrs {
-            let def = self.get(name).ok_or_else(|| {
-                Error::new(ErrorKind::UnknownAttribute { name: name.clone() })
-            })?;
+            let def = self
+                .get(name)
+                .ok_or_else(|| Error::new(ErrorKind::UnknownAttribute { name: name.clone() }))?;
             if def.ty != value.attribute_type() {
                 return Err(Error::new(ErrorKind::AttributeType {
                     name: name.clone(),
@@ -233,10 +233,20 @@ mod tests {
         assert!(schema.check(&attrs).is_ok());
         attrs.insert("score".to_owned(), AttributeValue::Text("3".into()));
         let e = schema.check(&attrs).unwrap_err();
-        assert!(matches!(e.kind(), ErrorKind::AttributeType { expected: "integer", found: "text", .. }));
+        assert!(matches!(
+            e.kind(),
+            ErrorKind::AttributeType {
+                expected: "integer",
+                found: "text",
+                ..
+            }
+        ));
         attrs.clear();
         attrs.insert("nope".to_owned(), AttributeValue::Boolean(true));
-        assert!(matches!(schema.check(&attrs).unwrap_err().kind(), ErrorKind::UnknownAttribute { .. }));
+        assert!(matches!(
+            schema.check(&attrs).unwrap_err().kind(),
+            ErrorKind::UnknownAttribute { .. }
+        ));
     }
 
     #[test]

@@ -34,7 +34,12 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 4] = [Stage::Lead, Stage::Prospect, Stage::Customer, Stage::Churned];
+    pub const ALL: [Stage; 4] = [
+        Stage::Lead,
+        Stage::Prospect,
+        Stage::Customer,
+        Stage::Churned,
+    ];
 
     /// The stage's name (`lead`, `prospect`, `customer`, `churned`).
     pub fn as_str(self) -> &'static str {
@@ -255,7 +260,9 @@ impl Customer {
         self.consents
             .iter()
             .filter(|c| {
-                c.purpose == purpose && (c.channel == channel || c.channel == Channel::Any) && c.at <= at
+                c.purpose == purpose
+                    && (c.channel == channel || c.channel == Channel::Any)
+                    && c.at <= at
             })
             .max_by_key(|c| c.at)
     }
@@ -270,7 +277,8 @@ impl Customer {
     /// first of each, so one customer never claims a unique key twice.
     pub(crate) fn dedup_contacts(&mut self) {
         let mut seen = HashSet::new();
-        self.emails.retain(|e| seen.insert(e.match_key().to_owned()));
+        self.emails
+            .retain(|e| seen.insert(e.match_key().to_owned()));
         seen.clear();
         self.phones.retain(|p| seen.insert(p.e164().to_owned()));
         let mut seen_ids = HashSet::new();
@@ -600,7 +608,10 @@ impl CustomerBuilder {
         c.stage = self.stage;
         for (i, (system, id)) in self.external_ids.iter().enumerate() {
             let r = ExternalId::new(system, id).map(|x| c.external_ids.push(x));
-            keep(r.map_err(|e| e.in_field(&format!("external_ids[{i}]"))), sink)?;
+            keep(
+                r.map_err(|e| e.in_field(&format!("external_ids[{i}]"))),
+                sink,
+            )?;
         }
         for (name, value) in self.attributes {
             if super::attribute::is_valid_name(&name) {

@@ -12,11 +12,13 @@ mod customer;
 mod id;
 pub(crate) mod wire;
 
-pub use attribute::{AttributeDef, AttributeType, AttributeValue, Schema};
 pub(crate) use attribute::is_valid_name as attribute_name_is_valid;
+pub use attribute::{AttributeDef, AttributeType, AttributeValue, Schema};
 pub use consent::{Channel, Consent, ConsentStatus};
 pub use contact::{
     Address, AddressParts, CountryCode, Email, NameParts, PersonName, Phone, PhoneKind,
 };
-pub use customer::{Customer, CustomerBuilder, ExternalId, Gender, IntoCustomer, Record, Stage, Tag};
+pub use customer::{
+    Customer, CustomerBuilder, ExternalId, Gender, IntoCustomer, Record, Stage, Tag,
+};
 pub use id::CustomerId;

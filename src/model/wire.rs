@@ -9,8 +9,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// `DateTime<Utc>` as microseconds since the Unix epoch (binary) or RFC 3339 (readable).
 pub(crate) mod timestamp {
+    use super::{DateTime, Deserialize, Deserializer, Serialize, Serializer, Utc};
     use serde::de::Error as _;
-    use super::{DateTime, Deserialize, Deserializer,  Serialize, Serializer, Utc};
 
     pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
@@ -37,9 +37,10 @@ pub(crate) mod timestamp {
 
 /// `NaiveDate` as days from 0001-01-01 (binary) or `YYYY-MM-DD` (readable).
 pub(crate) mod date {
+    use super::{Deserialize, Deserializer, NaiveDate, Serialize, Serializer};
     use serde::de::Error as _;
-    use super::{Deserialize, Deserializer,  NaiveDate, Serialize, Serializer};
 
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's `with` hands us `&T`
     pub(crate) fn serialize<S: Serializer>(d: &NaiveDate, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
             d.format("%Y-%m-%d").to_string().serialize(s)
@@ -67,21 +68,23 @@ pub(crate) mod opt_date {
     #[derive(Serialize, Deserialize)]
     struct Wrap(#[serde(with = "super::date")] NaiveDate);
 
-    #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`
+    #[allow(clippy::ref_option, clippy::trivially_copy_pass_by_ref)] // serde's `with` hands us `&T`
     pub(crate) fn serialize<S: Serializer>(d: &Option<NaiveDate>, s: S) -> Result<S::Ok, S::Error> {
         d.map(Wrap).serialize(s)
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<NaiveDate>, D::Error> {
         Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
     }
 }
 
 /// `rust_decimal::Decimal` as its 16-byte form (binary) or a decimal string (readable).
 pub(crate) mod decimal {
-    use serde::de::Error as _;
-    use super::{Deserialize, Deserializer,  Serialize, Serializer};
+    use super::{Deserialize, Deserializer, Serialize, Serializer};
     use rust_decimal::Decimal;
+    use serde::de::Error as _;
 
     pub(crate) fn serialize<S: Serializer>(v: &Decimal, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {

@@ -59,10 +59,16 @@ mod tests {
 
     #[test]
     fn empty_and_trailing_bytes_are_corruption() {
-        assert!(matches!(decode::<u32>(&[], "t").unwrap_err().kind(), ErrorKind::Corrupted { .. }));
+        assert!(matches!(
+            decode::<u32>(&[], "t").unwrap_err().kind(),
+            ErrorKind::Corrupted { .. }
+        ));
         let mut bytes = encode(&1u32).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<u32>(&bytes, "t").unwrap_err().kind(), ErrorKind::Corrupted { .. }));
+        assert!(matches!(
+            decode::<u32>(&bytes, "t").unwrap_err().kind(),
+            ErrorKind::Corrupted { .. }
+        ));
     }
 
     #[test]

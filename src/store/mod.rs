@@ -19,7 +19,7 @@ use crate::model::{CountryCode, Schema};
 
 pub use read::{Customers, Read, ReadTxn};
 pub use verify::{Problem, VerifyReport};
-pub use write::{Upsert, UniqueKey, WriteTxn};
+pub use write::{UniqueKey, Upsert, WriteTxn};
 
 /// Records by id: `u64 -> codec(Record)`.
 pub(crate) const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
@@ -134,7 +134,7 @@ impl Store {
     /// Begins a read transaction: a consistent snapshot that later commits do not change.
     pub fn begin_read(&self) -> Result<ReadTxn> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
-        ReadTxn::new(txn, &self.inner.config)
+        ReadTxn::new(&txn, &self.inner.config)
     }
 
     /// Begins the write transaction, waiting while another is open. Dropping it without

@@ -96,7 +96,11 @@ pub(crate) fn find_by_email(b: &impl Backend, email: &str) -> Result<Option<Reco
     by_unique(b, &index::email_key(email.match_key()))
 }
 
-pub(crate) fn find_by_external_id(b: &impl Backend, system: &str, id: &str) -> Result<Option<Record>> {
+pub(crate) fn find_by_external_id(
+    b: &impl Backend,
+    system: &str,
+    id: &str,
+) -> Result<Option<Record>> {
     let x = crate::model::ExternalId::new(system, id)?;
     by_unique(b, &index::external_id_key(x.system(), x.id()))
 }
@@ -177,7 +181,10 @@ pub(crate) use impl_read;
 pub(crate) fn decode_record(key: u64, bytes: &[u8]) -> Result<Record> {
     let rec: Record = codec::decode(bytes, "customer record")?;
     if rec.id.as_u64() != key {
-        return Err(Error::corrupted("customer record", "stored under another id"));
+        return Err(Error::corrupted(
+            "customer record",
+            "stored under another id",
+        ));
     }
     Ok(rec)
 }
@@ -202,7 +209,7 @@ impl std::fmt::Debug for ReadTxn {
 }
 
 impl ReadTxn {
-    pub(crate) fn new(txn: redb::ReadTransaction, config: &Config) -> Result<ReadTxn> {
+    pub(crate) fn new(txn: &redb::ReadTransaction, config: &Config) -> Result<ReadTxn> {
         Ok(ReadTxn {
             customers: txn.open_table(CUSTOMERS).map_err(storage)?,
             postings: txn.open_table(POSTINGS).map_err(storage)?,
@@ -214,7 +221,7 @@ impl ReadTxn {
     }
 
     /// Every customer, in id order, read lazily.
-    pub fn iter(&self) -> Result<Customers> {
+    pub fn customers(&self) -> Result<Customers> {
         self.range(..)
     }
 
@@ -235,7 +242,13 @@ impl ReadTxn {
         let schema = Backend::schema(self)?;
         let mut n = 0u64;
         for r in index::key_ranges(index, &Scan::All, &schema, self.region)? {
-            scan_table_ids(&self.postings, &self.uniques, index.is_unique(), &r, &mut |_| n += 1)?;
+            scan_table_ids(
+                &self.postings,
+                &self.uniques,
+                index.is_unique(),
+                &r,
+                &mut |_| n += 1,
+            )?;
         }
         Ok(n)
     }
@@ -258,7 +271,9 @@ impl ReadTxn {
 }
 
 /// Reads the schema from a meta table.
-pub(crate) fn load_schema(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<Schema> {
+pub(crate) fn load_schema(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Schema> {
     match meta.get(META_SCHEMA).map_err(storage)? {
         Some(v) => codec::decode(v.value(), "schema"),
         None => Ok(Schema::default()),

@@ -97,9 +97,13 @@ fn tag_of(key: &[u8]) -> u16 {
     key.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
 }
 
-pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
-    let schema = tx.schema()?;
-    let mut report = VerifyReport::default();
+/// Checks every record's expected entries; returns how many postings and unique entries were
+/// found, and the largest id.
+fn check_records(
+    tx: &ReadTxn,
+    schema: &Schema,
+    report: &mut VerifyReport,
+) -> Result<(u64, u64, u64)> {
     let (mut found_postings, mut found_uniques, mut max_id) = (0u64, 0u64, 0u64);
     for item in tx.raw_customers().iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
@@ -116,15 +120,20 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
                 continue;
             }
         };
-        let entries = index::entries(&rec, &schema);
+        let entries = index::entries(&rec, schema);
         for p in &entries.postings {
-            if tx.raw_postings().get(p.as_slice()).map_err(storage)?.is_some() {
+            if tx
+                .raw_postings()
+                .get(p.as_slice())
+                .map_err(storage)?
+                .is_some()
+            {
                 found_postings += 1;
             } else {
                 report.problems.push(Problem::MissingEntry {
                     id: rec.id,
-                    index: index_name(tag_of(p), &schema),
-                    value: index::describe_key(&p[..p.len() - 8], &schema),
+                    index: index_name(tag_of(p), schema),
+                    value: index::describe_key(&p[..p.len() - 8], schema),
                 });
             }
         }
@@ -148,6 +157,13 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
             }
         }
     }
+    Ok((found_postings, found_uniques, max_id))
+}
+
+pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
+    let schema = tx.schema()?;
+    let mut report = VerifyReport::default();
+    let (found_postings, found_uniques, max_id) = check_records(tx, &schema, &mut report)?;
     report.entries = tx.raw_postings().len().map_err(storage)?;
     report.unique_entries = tx.raw_uniques().len().map_err(storage)?;
     // Expected entries of each record, computed once per record while looking for orphans.
@@ -156,7 +172,11 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
         if let Some(e) = expected.get(&id) {
             return Ok(e.clone());
         }
-        let e = tx.record(id).ok().flatten().map(|r| index::entries(&r, &schema));
+        let e = tx
+            .record(id)
+            .ok()
+            .flatten()
+            .map(|r| index::entries(&r, &schema));
         expected.insert(id, e.clone());
         Ok(e)
     };
@@ -165,11 +185,16 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
             let (k, _) = item.map_err(storage)?;
             let key = k.value();
             let Some((tag, id)) = index::split_posting(key) else {
-                report.problems.push(Problem::MalformedEntry { key: key.to_vec() });
+                report
+                    .problems
+                    .push(Problem::MalformedEntry { key: key.to_vec() });
                 continue;
             };
-            let accounted = entries_of(id)?
-                .is_some_and(|e| e.postings.binary_search_by(|p| p.as_slice().cmp(key)).is_ok());
+            let accounted = entries_of(id)?.is_some_and(|e| {
+                e.postings
+                    .binary_search_by(|p| p.as_slice().cmp(key))
+                    .is_ok()
+            });
             if !accounted {
                 report.problems.push(Problem::OrphanEntry {
                     id: CustomerId::from_u64(id),
@@ -194,15 +219,13 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
         }
     }
     let next_id = match tx.raw_meta().get(META_NEXT_ID).map_err(storage)? {
-        Some(v) => v
-            .value()
-            .try_into()
-            .map(u64::from_le_bytes)
-            .unwrap_or(0),
+        Some(v) => <[u8; 8]>::try_from(v.value()).map_or(0, u64::from_le_bytes),
         None => 0,
     };
     if report.records > 0 && next_id <= max_id {
-        report.problems.push(Problem::NextIdBehind { next_id, max_id });
+        report
+            .problems
+            .push(Problem::NextIdBehind { next_id, max_id });
     }
     Ok(report)
 }

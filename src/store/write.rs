@@ -234,7 +234,12 @@ impl WriteTxn {
     /// # Errors
     /// [`ErrorKind::Invalid`] for a bad name; [`ErrorKind::SchemaConflict`] if the attribute is
     /// declared with another type.
-    pub fn declare_attribute(&mut self, name: &str, ty: AttributeType, indexed: bool) -> Result<()> {
+    pub fn declare_attribute(
+        &mut self,
+        name: &str,
+        ty: AttributeType,
+        indexed: bool,
+    ) -> Result<()> {
         if !crate::model::attribute_name_is_valid(name) {
             return Err(Error::invalid(
                 "attribute",
@@ -255,15 +260,12 @@ impl WriteTxn {
         };
         let slot = match &existing {
             Some(def) if def.slot.is_some() => def.slot,
-            _ if indexed => Some(
-                schema
-                    .max_slot()
-                    .map_or(Ok(FIRST_ATTRIBUTE_TAG), |s| {
-                        s.checked_add(1).ok_or(Error::new(ErrorKind::SchemaConflict {
-                            name: name.to_owned(),
-                        }))
-                    })?,
-            ),
+            _ if indexed => Some(schema.max_slot().map_or(Ok(FIRST_ATTRIBUTE_TAG), |s| {
+                s.checked_add(1)
+                    .ok_or(Error::new(ErrorKind::SchemaConflict {
+                        name: name.to_owned(),
+                    }))
+            })?),
             _ => None,
         };
         schema.insert(AttributeDef {
@@ -333,26 +335,31 @@ impl WriteTxn {
     }
 
     /// Stages a record write (or removal) and the index changes from `old` to `new`.
-    fn stage(&mut self, id: CustomerId, bytes: Option<Vec<u8>>, old: &Entries, new: &Entries) -> Result<()> {
+    fn stage(
+        &mut self,
+        id: CustomerId,
+        bytes: Option<Vec<u8>>,
+        old: &Entries,
+        new: &Entries,
+    ) -> Result<()> {
         {
             let mut buf = self.buf.borrow_mut();
             buf.records.insert(id.as_u64(), bytes);
             // Both lists are sorted: walk them together, staging only what differs.
-            let (mut i, mut j) = (0, 0);
-            let (o, n) = (&old.postings, &new.postings);
-            while i < o.len() || j < n.len() {
-                match (o.get(i), n.get(j)) {
-                    (Some(a), Some(b)) if a == b => {
-                        i += 1;
-                        j += 1;
+            let (mut at_old, mut at_new) = (0, 0);
+            loop {
+                match (old.postings.get(at_old), new.postings.get(at_new)) {
+                    (Some(gone), Some(kept)) if gone == kept => {
+                        at_old += 1;
+                        at_new += 1;
                     }
-                    (Some(a), b) if b.is_none_or(|b| a < b) => {
-                        buf.postings.push((a.clone(), false));
-                        i += 1;
+                    (Some(gone), next) if next.is_none_or(|n| gone < n) => {
+                        buf.postings.push((gone.clone(), false));
+                        at_old += 1;
                     }
-                    (_, Some(b)) => {
-                        buf.postings.push((b.clone(), true));
-                        j += 1;
+                    (_, Some(added)) => {
+                        buf.postings.push((added.clone(), true));
+                        at_new += 1;
                     }
                     _ => break,
                 }
@@ -407,7 +414,11 @@ impl WriteTxn {
             while i < b.postings.len() {
                 // Of several changes to one key, the last made is the one that stands.
                 let mut last = i;
-                while b.postings.get(last + 1).is_some_and(|n| n.0 == b.postings[i].0) {
+                while b
+                    .postings
+                    .get(last + 1)
+                    .is_some_and(|n| n.0 == b.postings[i].0)
+                {
                     last += 1;
                 }
                 let (k, insert) = &b.postings[last];
@@ -508,4 +519,3 @@ impl Backend for WriteTxn {
 }
 
 impl_read!(WriteTxn);
-

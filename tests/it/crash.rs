@@ -27,8 +27,13 @@ fn writer_child() -> Result<()> {
     let Ok(path) = std::env::var("CUSTOMERDB_CRASH_STORE") else {
         return Ok(());
     };
-    let round: u64 = std::env::var("CUSTOMERDB_CRASH_ROUND").unwrap().parse().unwrap();
-    let store = Store::builder().durability(Durability::Immediate).create(path)?;
+    let round: u64 = std::env::var("CUSTOMERDB_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = Store::builder()
+        .durability(Durability::Immediate)
+        .create(path)?;
     // Load the phone metadata (slow in debug builds) before the parent starts its kill timer.
     customerdb::Phone::parse(crate::PHONES[0], None)?;
     println!("READY");
@@ -49,7 +54,8 @@ fn writer_child() -> Result<()> {
             if let Some(rec) = tx.get(target)? {
                 let mut c = rec.customer;
                 c.tags.clear();
-                c.tags.insert(customerdb::Tag::parse(&format!("moved{txn}"))?);
+                c.tags
+                    .insert(customerdb::Tag::parse(&format!("moved{txn}"))?);
                 tx.update(target, c)?;
             }
         }
@@ -77,7 +83,13 @@ fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
     let mut total_committed = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash::writer_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash::writer_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CUSTOMERDB_CRASH_STORE", &path)
             .env("CUSTOMERDB_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -87,10 +99,16 @@ fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let reader = std::thread::spawn(move || {
             let mut committed = Vec::new();
-            for line in BufReader::new(stdout).lines().map_while(std::result::Result::ok) {
+            for line in BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
                 if line.ends_with("READY") {
                     let _ = ready_tx.send(());
-                } else if let Some(n) = line.strip_prefix("COMMITTED ").and_then(|n| n.parse::<u64>().ok()) {
+                } else if let Some(n) = line
+                    .strip_prefix("COMMITTED ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
                     committed.push(n);
                 }
             }
@@ -111,20 +129,34 @@ fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
         // Every reported transaction is there in full.
         for &txn in &committed {
             for i in 0..PER_TXN {
-                assert!(tx.find_by_email(&email(round, txn, i))?.is_some(), "round {round} txn {txn} lost");
+                assert!(
+                    tx.find_by_email(&email(round, txn, i))?.is_some(),
+                    "round {round} txn {txn} lost"
+                );
             }
         }
         // The transaction in flight at the kill is all there or not at all.
         let in_flight = last.map_or(0, |l| l + 1);
         let present = (0..PER_TXN)
-            .filter(|&i| tx.find_by_email(&email(round, in_flight, i)).ok().flatten().is_some())
+            .filter(|&i| {
+                tx.find_by_email(&email(round, in_flight, i))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            })
             .count() as u64;
-        assert!(present == 0 || present == PER_TXN, "round {round}: torn transaction ({present} of {PER_TXN})");
+        assert!(
+            present == 0 || present == PER_TXN,
+            "round {round}: torn transaction ({present} of {PER_TXN})"
+        );
         // Nothing after it was written.
         assert!(tx.find_by_email(&email(round, in_flight + 1, 0))?.is_none());
         let report = store.verify()?;
         assert!(report.is_clean(), "round {round}: {:?}", report.problems);
     }
-    assert!(total_committed > 0, "the child never committed: the test proved nothing");
+    assert!(
+        total_committed > 0,
+        "the child never committed: the test proved nothing"
+    );
     Ok(())
 }

@@ -2,8 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-
-
 mod crash;
 mod model_based;
 mod reference;

@@ -64,7 +64,11 @@ impl Spec {
 
     /// The unique keys this spec claims: email match keys (case folded) and external ids.
     fn unique_keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.emails.iter().map(|&e| EMAILS[e].to_lowercase()).collect();
+        let mut keys: Vec<String> = self
+            .emails
+            .iter()
+            .map(|&e| EMAILS[e].to_lowercase())
+            .collect();
         keys.extend(self.ext.map(|x| format!("ext:{x}")));
         keys.sort();
         keys.dedup();
@@ -117,7 +121,10 @@ fn op() -> impl Strategy<Value = Op> {
 type Model = BTreeMap<u64, Spec>;
 
 fn is_conflict(r: customerdb::Result<()>) -> bool {
-    matches!(r.map_err(customerdb::Error::into_kind), Err(ErrorKind::Conflict { .. }))
+    matches!(
+        r.map_err(customerdb::Error::into_kind),
+        Err(ErrorKind::Conflict { .. })
+    )
 }
 
 /// The model's answer to "may `spec` be written as customer `id`?": no unique key of another.
@@ -131,7 +138,7 @@ fn clashes(model: &Model, id: Option<u64>, spec: &Spec) -> bool {
 
 fn pick(model: &Model, i: usize) -> u64 {
     // Mostly an existing id; sometimes one that does not exist.
-    if model.is_empty() || i % 7 == 0 {
+    if model.is_empty() || i.is_multiple_of(7) {
         return 1000 + (i % 5) as u64;
     }
     *model.keys().nth(i % model.len()).unwrap_or(&0)
@@ -143,7 +150,11 @@ fn sorted(mut v: Vec<CustomerId>) -> Vec<u64> {
 }
 
 fn expect(model: &Model, f: impl Fn(&Spec) -> bool) -> Vec<u64> {
-    model.iter().filter(|(_, s)| f(s)).map(|(id, _)| *id).collect()
+    model
+        .iter()
+        .filter(|(_, s)| f(s))
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// Every lookup of `tx` agrees with `model`.
@@ -154,10 +165,20 @@ fn check(tx: &WriteTxn, model: &Model) -> Result<(), TestCaseError> {
             .iter()
             .find(|(_, s)| s.emails.iter().any(|&i| EMAILS[i].eq_ignore_ascii_case(e)))
             .map(|(id, _)| *id);
-        prop_assert_eq!(tx.find_by_email(e).unwrap().map(|r| r.id.as_u64()), want, "email {}", e);
+        prop_assert_eq!(
+            tx.find_by_email(e).unwrap().map(|r| r.id.as_u64()),
+            want,
+            "email {}",
+            e
+        );
     }
     for (p, phone) in crate::PHONES.iter().enumerate() {
-        let got: Vec<_> = tx.find_by_phone(phone).unwrap().into_iter().map(|r| r.id).collect();
+        let got: Vec<_> = tx
+            .find_by_phone(phone)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         prop_assert_eq!(sorted(got), expect(model, |s| s.phones.contains(&p)));
     }
     for (t, tag) in TAGS.iter().enumerate() {
@@ -173,7 +194,10 @@ fn check(tx: &WriteTxn, model: &Model) -> Result<(), TestCaseError> {
         prop_assert_eq!(sorted(got), expect(model, |s| s.country == Some(c)));
     }
     for x in 0u8..4 {
-        let got = tx.find_by_external_id("shop", &x.to_string()).unwrap().map(|r| r.id.as_u64());
+        let got = tx
+            .find_by_external_id("shop", &x.to_string())
+            .unwrap()
+            .map(|r| r.id.as_u64());
         let want = expect(model, |s| s.ext == Some(x)).first().copied();
         prop_assert_eq!(got, want);
     }
@@ -181,7 +205,10 @@ fn check(tx: &WriteTxn, model: &Model) -> Result<(), TestCaseError> {
         let rec = tx.get(CustomerId::from_u64(*id)).unwrap();
         prop_assert!(rec.is_some());
         let rec = rec.unwrap();
-        prop_assert_eq!(rec.customer.name.as_ref().and_then(|n| n.family()), Some(FAMILIES[s.family]));
+        prop_assert_eq!(
+            rec.customer.name.as_ref().and_then(|n| n.family()),
+            Some(FAMILIES[s.family])
+        );
     }
     Ok(())
 }
@@ -205,7 +232,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let id = pick(&pending, i);
                 let r = tx.update(CustomerId::from_u64(id), s.build());
                 if !pending.contains_key(&id) {
-                    prop_assert!(matches!(r.map(|_| ()).unwrap_err().kind(), ErrorKind::NotFound(_)), "expected not found");
+                    prop_assert!(
+                        matches!(r.map(|_| ()).unwrap_err().kind(), ErrorKind::NotFound(_)),
+                        "expected not found"
+                    );
                 } else if clashes(&pending, Some(id), &s) {
                     prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
                 } else {
@@ -229,9 +259,13 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     match (r.unwrap(), holder) {
                         (Upsert::Updated(id), Some(h)) => prop_assert_eq!(id.as_u64(), h),
                         (Upsert::Inserted(_), None) => {}
-                        (got, want) => prop_assert!(false, "upsert gave {:?}, holder {:?}", got, want),
+                        (got, want) => {
+                            prop_assert!(false, "upsert gave {:?}, holder {:?}", got, want);
+                        }
                     }
-                    let id = holder.unwrap_or_else(|| tx.find_by_email(EMAILS[e]).unwrap().unwrap().id.as_u64());
+                    let id = holder.unwrap_or_else(|| {
+                        tx.find_by_email(EMAILS[e]).unwrap().unwrap().id.as_u64()
+                    });
                     pending.insert(id, s);
                 }
             }

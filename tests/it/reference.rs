@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use customerdb::{CountryCode, Email, Phone};
 use customerdb::normalize::EmailOptions;
+use customerdb::{CountryCode, Email, Phone};
 use serde_json::Value;
 
 const EMAIL_CASES: &str =

@@ -37,7 +37,10 @@ fn insert_then_lookup_by_every_unique_and_common_key() -> Result<()> {
     assert_eq!(rec.revision, 1);
     assert_eq!(rec.customer.emails[0].original(), "Ada@Example.com");
     assert_eq!(tx.find_by_email("ada@example.com")?.map(|r| r.id), Some(id));
-    assert_eq!(tx.find_by_external_id("SHOP", "A-1")?.map(|r| r.id), Some(id));
+    assert_eq!(
+        tx.find_by_external_id("SHOP", "A-1")?.map(|r| r.id),
+        Some(id)
+    );
     assert_eq!(tx.find_by_phone(crate::PHONES[1])?.len(), 1);
     assert_eq!(tx.ids(&Index::Country, &Scan::eq("gb"))?, vec![id]);
     assert_eq!(tx.ids(&Index::Locality, &Scan::eq("LONDON"))?, vec![id]);
@@ -76,11 +79,19 @@ fn unique_clash_names_the_index_and_the_holder() -> Result<()> {
     let err = tx
         .insert(Customer::builder().name("Other").email("ADA@example.COM"))
         .expect_err("same email");
-    assert!(matches!(err.kind(), ErrorKind::Conflict { index: "email", existing, .. } if *existing == first));
+    assert!(
+        matches!(err.kind(), ErrorKind::Conflict { index: "email", existing, .. } if *existing == first)
+    );
     let err = tx
         .insert(Customer::builder().external_id("shop", "A-1"))
         .expect_err("same external id");
-    assert!(matches!(err.kind(), ErrorKind::Conflict { index: "external_id", .. }));
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::Conflict {
+            index: "external_id",
+            ..
+        }
+    ));
     assert_eq!(tx.count()?, 1);
     Ok(())
 }
@@ -103,7 +114,10 @@ fn update_moves_index_entries() -> Result<()> {
     assert!(tx.ids(&Index::Tag, &Scan::eq("vip"))?.is_empty());
     assert_eq!(tx.ids(&Index::Tag, &Scan::eq("gold"))?, vec![id]);
     assert!(tx.find_by_email("ada@example.com")?.is_none());
-    assert_eq!(tx.find_by_email("countess@example.org")?.map(|r| r.id), Some(id));
+    assert_eq!(
+        tx.find_by_email("countess@example.org")?.map(|r| r.id),
+        Some(id)
+    );
     assert!(store.verify()?.is_clean());
     Ok(())
 }
@@ -193,7 +207,11 @@ fn readers_on_other_threads_run_beside_the_writer() -> Result<()> {
         })
         .collect();
     let mut tx = store.begin_write()?;
-    tx.insert(Customer::builder().name("Alan Turing").email("alan@example.com"))?;
+    tx.insert(
+        Customer::builder()
+            .name("Alan Turing")
+            .email("alan@example.com"),
+    )?;
     tx.commit()?;
     for r in readers {
         let n = r.join().unwrap()?;
@@ -210,13 +228,26 @@ fn custom_attributes_are_typed_and_indexed_retroactively() -> Result<()> {
     let err = tx
         .insert(Customer::builder().name("X").attribute("score", "high"))
         .expect_err("wrong type");
-    assert!(matches!(err.kind(), ErrorKind::AttributeType { expected: "integer", found: "text", .. }));
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::AttributeType {
+            expected: "integer",
+            found: "text",
+            ..
+        }
+    ));
     let err = tx
         .insert(Customer::builder().name("X").attribute("undeclared", 1i64))
         .expect_err("undeclared");
     assert!(matches!(err.kind(), ErrorKind::UnknownAttribute { .. }));
     let ids: Vec<_> = (0..10)
-        .map(|i| tx.insert(Customer::builder().name(format!("C{i}")).attribute("score", i64::from(i) * 10)))
+        .map(|i| {
+            tx.insert(
+                Customer::builder()
+                    .name(format!("C{i}"))
+                    .attribute("score", i64::from(i) * 10),
+            )
+        })
         .collect::<Result<_>>()?;
     tx.commit()?;
     // Not indexed yet: scanning it is refused, not silently empty.
@@ -249,18 +280,26 @@ fn birth_date_ranges_and_name_prefixes_use_the_index() -> Result<()> {
     let mut ids = Vec::new();
     for (i, family) in ["Mason", "Miller", "Moore", "Nash"].iter().enumerate() {
         let year = 1960 + i32::try_from(i).unwrap() * 10;
-        ids.push(tx.insert(
-            Customer::builder()
-                .given_name("Sam")
-                .family_name(*family)
-                .birth_date(NaiveDate::from_ymd_opt(year, 6, 1).unwrap()),
-        )?);
+        ids.push(
+            tx.insert(
+                Customer::builder()
+                    .given_name("Sam")
+                    .family_name(*family)
+                    .birth_date(NaiveDate::from_ymd_opt(year, 6, 1).unwrap()),
+            )?,
+        );
     }
     tx.commit()?;
     let tx = store.begin_read()?;
     let d = |y| NaiveDate::from_ymd_opt(y, 1, 1).unwrap();
-    assert_eq!(tx.ids(&Index::BirthDate, &Scan::range(d(1965)..d(1990)))?, ids[1..3].to_vec());
-    assert_eq!(tx.ids(&Index::BirthDate, &Scan::range(..d(1970)))?, ids[..1].to_vec());
+    assert_eq!(
+        tx.ids(&Index::BirthDate, &Scan::range(d(1965)..d(1990)))?,
+        ids[1..3].to_vec()
+    );
+    assert_eq!(
+        tx.ids(&Index::BirthDate, &Scan::range(..d(1970)))?,
+        ids[..1].to_vec()
+    );
     let mut m = tx.ids(&Index::FamilyName, &Scan::prefix("M"))?;
     m.sort();
     assert_eq!(m, ids[..3].to_vec());
@@ -272,7 +311,9 @@ fn a_store_file_persists_across_reopen() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("crm.redb");
     let id = {
-        let store = Store::builder().durability(Durability::Immediate).create(&path)?;
+        let store = Store::builder()
+            .durability(Durability::Immediate)
+            .create(&path)?;
         let mut tx = store.begin_write()?;
         tx.declare_attribute("tier", AttributeType::Text, true)?;
         let id = tx.insert(ada().attribute("tier", "Gold"))?;
@@ -282,7 +323,10 @@ fn a_store_file_persists_across_reopen() -> Result<()> {
     let store = Store::open(&path)?;
     let tx = store.begin_read()?;
     assert_eq!(tx.get(id)?.map(|r| r.customer.attributes.len()), Some(1));
-    assert_eq!(tx.ids(&Index::Attribute("tier".into()), &Scan::eq("gold"))?, vec![id]);
+    assert_eq!(
+        tx.ids(&Index::Attribute("tier".into()), &Scan::eq("gold"))?,
+        vec![id]
+    );
     assert!(store.verify()?.is_clean());
     Ok(())
 }

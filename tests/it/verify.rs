@@ -1,7 +1,7 @@
 //! Guards `verify()`: each kind of damage planted directly in the redb file (tables as documented
 //! in ARCHITECTURE.md) must be reported. Also guards the format-version check on open.
 
-use customerdb::{Customer, ErrorKind, Problem, Result, Store};
+use customerdb::{Customer, ErrorKind, Problem, Read, Result, Store};
 use redb::{ReadableTable, TableDefinition};
 
 const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
@@ -15,7 +15,10 @@ fn seeded() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
     let path = dir.path().join("v.redb");
     let store = Store::create(&path)?;
     let mut tx = store.begin_write()?;
-    for (i, name) in ["Ada Lovelace", "Alan Turing", "Grace Hopper"].iter().enumerate() {
+    for (i, name) in ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
+        .iter()
+        .enumerate()
+    {
         tx.insert(
             Customer::builder()
                 .name(*name)
@@ -30,7 +33,7 @@ fn seeded() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
     Ok((dir, path))
 }
 
-/// Applies `plant` to the raw file, then returns what verify() reports.
+/// Applies `plant` to the raw file, then returns what `verify()` reports.
 fn plant(f: impl FnOnce(&redb::WriteTransaction)) -> Result<Vec<Problem>> {
     let (_dir, path) = seeded()?;
     {
@@ -46,15 +49,17 @@ fn plant(f: impl FnOnce(&redb::WriteTransaction)) -> Result<Vec<Problem>> {
 
 fn first_posting(txn: &redb::WriteTransaction) -> Vec<u8> {
     let t = txn.open_table(POSTINGS).unwrap();
-    let k = t.first().unwrap().unwrap().0.value().to_vec();
-    k
+    t.first().unwrap().unwrap().0.value().to_vec()
 }
 
 #[test]
 fn verify_finds_a_missing_index_entry() -> Result<()> {
     let p = plant(|txn| {
         let k = first_posting(txn);
-        txn.open_table(POSTINGS).unwrap().remove(k.as_slice()).unwrap();
+        txn.open_table(POSTINGS)
+            .unwrap()
+            .remove(k.as_slice())
+            .unwrap();
     })?;
     assert!(p.iter().any(|p| matches!(p, Problem::MissingEntry { .. })));
     Ok(())
@@ -66,9 +71,15 @@ fn verify_finds_an_orphan_index_entry() -> Result<()> {
         let mut k = first_posting(txn);
         let n = k.len();
         k[n - 8..].copy_from_slice(&999u64.to_be_bytes());
-        txn.open_table(POSTINGS).unwrap().insert(k.as_slice(), ()).unwrap();
+        txn.open_table(POSTINGS)
+            .unwrap()
+            .insert(k.as_slice(), ())
+            .unwrap();
     })?;
-    assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 999)));
+    assert!(
+        p.iter()
+            .any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 999))
+    );
     Ok(())
 }
 
@@ -106,7 +117,10 @@ fn verify_finds_a_record_without_its_entries_and_entries_without_a_record() -> R
     let p = plant(|txn| {
         txn.open_table(CUSTOMERS).unwrap().remove(2).unwrap();
     })?;
-    assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 2)));
+    assert!(
+        p.iter()
+            .any(|p| matches!(p, Problem::OrphanEntry { id, .. } if id.as_u64() == 2))
+    );
     Ok(())
 }
 
@@ -118,7 +132,13 @@ fn verify_finds_an_undecodable_record() -> Result<()> {
             .insert(1, [customerdb::FORMAT_VERSION, 0xFF, 0xFF, 0xFF].as_slice())
             .unwrap();
     })?;
-    assert!(p.iter().any(|p| matches!(p, Problem::UndecodableRecord { error: ErrorKind::Corrupted { .. }, .. })));
+    assert!(p.iter().any(|p| matches!(
+        p,
+        Problem::UndecodableRecord {
+            error: ErrorKind::Corrupted { .. },
+            ..
+        }
+    )));
     Ok(())
 }
 
@@ -129,7 +149,10 @@ fn verify_finds_a_record_under_the_wrong_id() -> Result<()> {
         let bytes = t.get(1).unwrap().unwrap().value().to_vec();
         t.insert(3, bytes.as_slice()).unwrap();
     })?;
-    assert!(p.iter().any(|p| matches!(p, Problem::UndecodableRecord { .. })));
+    assert!(
+        p.iter()
+            .any(|p| matches!(p, Problem::UndecodableRecord { .. }))
+    );
     Ok(())
 }
 
@@ -141,7 +164,13 @@ fn verify_finds_a_next_id_that_would_reuse_ids() -> Result<()> {
             .insert("next_id", 2u64.to_le_bytes().as_slice())
             .unwrap();
     })?;
-    assert!(p.iter().any(|p| matches!(p, Problem::NextIdBehind { next_id: 2, max_id: 3 })));
+    assert!(p.iter().any(|p| matches!(
+        p,
+        Problem::NextIdBehind {
+            next_id: 2,
+            max_id: 3
+        }
+    )));
     Ok(())
 }
 
@@ -182,10 +211,11 @@ fn a_corrupted_record_is_an_error_on_read_not_a_panic() -> Result<()> {
     }
     let store = Store::open(&path)?;
     let tx = store.begin_read()?;
-    use customerdb::Read;
-    let err = tx.get(customerdb::CustomerId::from_u64(2)).expect_err("corrupt");
+    let err = tx
+        .get(customerdb::CustomerId::from_u64(2))
+        .expect_err("corrupt");
     assert!(matches!(err.kind(), ErrorKind::Corrupted { .. }));
-    let results: Vec<_> = tx.iter()?.collect();
+    let results: Vec<_> = tx.customers()?.collect();
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
     Ok(())
 }

@@ -1,0 +1,143 @@
+//! The main job: 100,000 generated customers imported into a store on disk, then looked up
+//! every way a host application would, a bad record refused, and the store verified.
+//!
+//! `cargo run --release --example tour` (set `TOUR_N` for another size).
+
+use std::time::Instant;
+
+use customerdb::import::{CsvImport, ImportMode};
+use customerdb::{
+    AttributeType, Customer, Durability, ErrorKind, Index, Read, Result, Scan, Store, sample,
+};
+
+fn main() -> Result<()> {
+    let n: usize = std::env::var("TOUR_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dir = tempfile::tempdir()?;
+    let store = Store::builder()
+        .default_region("GB")
+        .durability(Durability::None) // bulk load: no fsync per batch...
+        .create(dir.path().join("tour.redb"))?;
+
+    // 1. Bulk load: batches of 10,000.
+    let people = sample::generate(42, n);
+    let t = Instant::now();
+    let mut tx = store.begin_write()?;
+    tx.declare_attribute("loyalty_points", AttributeType::Integer, true)?;
+    for (i, p) in people.iter().enumerate() {
+        let points = i64::try_from(i % 5_000).unwrap_or(0);
+        tx.insert(p.to_builder().attribute("loyalty_points", points))?;
+        if (i + 1) % 10_000 == 0 {
+            tx.commit()?;
+            tx = store.begin_write()?;
+        }
+    }
+    tx.set_durability(Durability::Immediate); // ...and one at the end makes them all durable
+    tx.commit()?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "imported {n} customers in {secs:.2} s ({:.0}/s)",
+        n as f64 / secs
+    );
+
+    // 2. Lookups, each by what a person would type.
+    let tx = store.begin_read()?;
+    assert_eq!(tx.count()?, n as u64);
+    let first = &people[0];
+    let by_email = tx
+        .find_by_email(&first.email.to_uppercase())?
+        .expect("by email");
+    println!(
+        "by email {:>28}: #{} {}",
+        first.email,
+        by_email.id,
+        by_email.customer.name.as_ref().map_or("", |n| n.display())
+    );
+    let phone = by_email.customer.phones[0].e164();
+    let by_phone = tx.find_by_phone(phone)?;
+    println!(
+        "by phone {phone:>28}: {} customer(s) share it",
+        by_phone.len()
+    );
+    assert!(by_phone.iter().any(|r| r.id == by_email.id));
+    let (system, ext) = &first.external_id;
+    assert_eq!(
+        tx.find_by_external_id(system, ext)?.map(|r| r.id),
+        Some(by_email.id)
+    );
+    let family = first.family_name.as_str();
+    let sounds_like = tx.ids(&Index::FamilyPhonetic, &Scan::eq(family))?.len();
+    let exact = tx.ids(&Index::FamilyName, &Scan::eq(family))?.len();
+    println!("family name {family}: {exact} exact, {sounds_like} sounding alike");
+    assert!(sounds_like >= exact && exact >= 1);
+    for country in ["GB", "DE", "US"] {
+        println!(
+            "customers in {country}: {}",
+            tx.ids(&Index::Country, &Scan::eq(country))?.len()
+        );
+    }
+    let d = |y| chrono::NaiveDate::from_ymd_opt(y, 1, 1).expect("valid date");
+    let sixties = tx
+        .ids(&Index::BirthDate, &Scan::range(d(1960)..d(1970)))?
+        .len();
+    let loyal = tx
+        .ids(
+            &Index::Attribute("loyalty_points".into()),
+            &Scan::range(4_900i64..),
+        )?
+        .len();
+    println!("born in the 1960s: {sixties}; loyalty points >= 4900: {loyal}");
+    drop(tx);
+
+    // 3. A bad record is refused with the field and the reason; nothing of it is stored.
+    let mut tx = store.begin_write()?;
+    let bad = Customer::builder()
+        .name("Mallory Bad")
+        .email("mallory@@example")
+        .phone("123");
+    let err = tx.insert(bad).expect_err("refused");
+    println!("refused: {err}");
+    assert!(matches!(err.kind(), ErrorKind::Invalid { field, .. } if field == "emails[0]"));
+    let dup = Customer::builder()
+        .name("Copy Cat")
+        .email(first.email.as_str());
+    let err = tx.insert(dup).expect_err("duplicate email");
+    println!("refused: {err}");
+    tx.commit()?;
+    assert_eq!(store.begin_read()?.count()?, n as u64);
+
+    // 4. A CSV import goes on past bad lines and reports each.
+    let csv = "first_name,last_name,email,phone,country\n\
+               Grace,Hopper,grace@navy.example.mil,+1 201 555 0123,US\n\
+               Bad,Phone,bad.phone@example.com,555,GB\n\
+               Alan,Turing,alan@example.org,020 7946 0991,GB\n";
+    let report = CsvImport::new()
+        .mode(ImportMode::Strict)
+        .run(&store, csv.as_bytes())?;
+    println!(
+        "csv: read {}, stored {}, rejected {}",
+        report.read,
+        report.stored,
+        report.rejected.len()
+    );
+    for r in &report.rejected {
+        println!("  line {}: {}", r.line, r.errors[0]);
+    }
+    assert_eq!((report.stored, report.rejected.len()), (2, 1));
+
+    // 5. Every record against every index, both ways.
+    let t = Instant::now();
+    let report = store.verify()?;
+    println!(
+        "verify: {} records, {} index entries, {} unique entries, {} problems ({:.2} s)",
+        report.records,
+        report.entries,
+        report.unique_entries,
+        report.problems.len(),
+        t.elapsed().as_secs_f64()
+    );
+    assert!(report.is_clean());
+    Ok(())
+}
