@@ -4,8 +4,8 @@
 //!
 //! Run with `cargo run --example reference_vectors`.
 
-use customerdb::{CountryCode, Email, Phone};
 use customerdb::normalize::EmailOptions;
+use customerdb::{CountryCode, Email, Phone};
 use serde_json::Value;
 
 const PHONES: &str =
