@@ -10,6 +10,7 @@ use customerdb::{
     AttributeType, Customer, Durability, ErrorKind, Index, Read, Result, Scan, Store, sample,
 };
 
+#[allow(clippy::too_many_lines)] // a tour reads best top to bottom, step by step
 fn main() -> Result<()> {
     let n: usize = std::env::var("TOUR_N")
         .ok()

@@ -216,7 +216,7 @@ impl Generator {
         let email = self.email(
             &given_name,
             &home.family_name,
-            &birth_date,
+            birth_date,
             ct,
             organization.as_deref(),
         );
@@ -360,7 +360,7 @@ impl Generator {
         &mut self,
         given: &str,
         family: &str,
-        birth: &NaiveDate,
+        birth: NaiveDate,
         ct: &CountryTables,
         organization: Option<&str>,
     ) -> String {
@@ -723,9 +723,9 @@ fn build_tables() -> Tables {
                 };
                 phone_patterns += 1;
                 if f[0] == "mobile" {
-                    mobile.push(pattern)
+                    mobile.push(pattern);
                 } else {
-                    fixed.push(pattern)
+                    fixed.push(pattern);
                 }
             }
             let email_domains = values("email_domain", cc);

@@ -28,7 +28,7 @@ const MAX_ADDRESS_LINES: usize = 10;
 /// Two addresses are equal when their normalised forms ([`Email::as_str`]) are equal.
 ///
 /// ```
-/// use customerdb::model::Email;
+/// use customerdb::Email;
 /// let e = Email::parse(" Ada.Lovelace+news@GoogleMail.COM ")?;
 /// assert_eq!(e.as_str(), "Ada.Lovelace+news@googlemail.com");
 /// assert_eq!(e.original(), "Ada.Lovelace+news@GoogleMail.COM");
@@ -135,7 +135,7 @@ impl fmt::Display for Email {
 /// An assigned ISO 3166-1 alpha-2 country code, upper case (`GB`).
 ///
 /// ```
-/// use customerdb::model::CountryCode;
+/// use customerdb::CountryCode;
 /// assert_eq!(CountryCode::parse(" gb ")?.as_str(), "GB");
 /// assert!(CountryCode::parse("UK").is_err()); // reserved, not assigned
 /// # Ok::<(), customerdb::Error>(())
@@ -287,7 +287,7 @@ impl fmt::Display for PhoneKind {
 /// Two numbers are equal when their E.164 forms, extensions and kinds are equal.
 ///
 /// ```
-/// use customerdb::model::{CountryCode, Phone, PhoneKind};
+/// use customerdb::{CountryCode, Phone, PhoneKind};
 /// let gb = CountryCode::parse("GB")?;
 /// let p = Phone::parse("07400 123456", Some(gb))?;
 /// assert_eq!(p.e164(), "+447400123456");
@@ -411,7 +411,7 @@ pub struct NameParts {
 /// A person's name, split into parts, with matching keys.
 ///
 /// ```
-/// use customerdb::model::PersonName;
+/// use customerdb::PersonName;
 /// let n = PersonName::parse("Dr. Ada K. Lovelace Jr.")?;
 /// assert_eq!((n.given(), n.family(), n.suffix()), (Some("Ada"), Some("Lovelace"), Some("Jr.")));
 /// assert_eq!(PersonName::parse("Müller, Jürgen")?.family_key(), Some("muller"));
@@ -594,7 +594,7 @@ pub struct AddressParts {
 /// A checked postal address.
 ///
 /// ```
-/// use customerdb::model::{Address, AddressParts};
+/// use customerdb::{Address, AddressParts};
 /// let a = Address::parse(AddressParts {
 ///     lines: vec!["10  Downing Street".into()],
 ///     locality: Some("London".into()),

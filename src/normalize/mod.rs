@@ -1,6 +1,6 @@
 //! Standardisation: pure functions that check and normalise contact data.
 //!
-//! Nothing here touches the database. The validated types in [`crate::model`] (`Email`,
+//! Nothing here touches the database. The validated types in the crate root (`Email`,
 //! `Phone`, `CountryCode`, `PersonName`, `Address`) are built only through these rules, so an
 //! unnormalised value never reaches an index. A refused value is reported as
 //! [`ErrorKind::Invalid`](crate::ErrorKind::Invalid) with a [`Reason`].
