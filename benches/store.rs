@@ -86,19 +86,6 @@ fn now_micros() -> i64 {
         .as_micros() as i64
 }
 
-/// `SplitMix64` for the benches' own random choices (which customer to look up or update).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((u128::from(z ^ (z >> 31)) * n as u128) >> 64) as usize
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Data
 
@@ -125,9 +112,10 @@ fn data() -> &'static Data {
         let moved = moved_customers(&customers);
         let rows = customers.iter().map(Row::prepare).collect();
         let moved_rows = moved.iter().map(Row::prepare).collect();
-        let mut rng = Rng(SEED);
-        let lookups = (0..LOOKUPS).map(|_| rng.below(n)).collect();
-        let updates = (0..UPDATES).map(|_| rng.below(n)).collect();
+        let mut rng = sample::SplitMix64::new(SEED);
+        let mut pick = || rng.below(n as u64) as usize;
+        let lookups = (0..LOOKUPS).map(|_| pick()).collect();
+        let updates = (0..UPDATES).map(|_| pick()).collect();
         println!("prepared {n} customers in {:.1?}", started.elapsed());
         Data {
             customers,
@@ -397,6 +385,8 @@ mod raw {
 
     /// The tables of one write transaction.
     struct Tables<'t> {
+        /// The id the next insert takes, read once when the tables are opened.
+        next_id: u64,
         customers: Table<'t, u64, &'static [u8]>,
         email: Table<'t, &'static str, u64>,
         external_id: Table<'t, &'static str, u64>,
@@ -409,8 +399,10 @@ mod raw {
 
     impl<'t> Tables<'t> {
         fn open(tx: &'t WriteTransaction) -> Self {
+            let customers = tx.open_table(CUSTOMERS).unwrap();
             Tables {
-                customers: tx.open_table(CUSTOMERS).unwrap(),
+                next_id: customers.last().unwrap().map_or(1, |(k, _)| k.value() + 1),
+                customers,
                 email: tx.open_table(EMAIL).unwrap(),
                 external_id: tx.open_table(EXTERNAL_ID).unwrap(),
                 str_indexes: STR_INDEXES
@@ -422,13 +414,6 @@ mod raw {
                 created_at: tx.open_multimap_table(CREATED_AT).unwrap(),
                 updated_at: tx.open_multimap_table(UPDATED_AT).unwrap(),
             }
-        }
-
-        fn next_id(&self) -> u64 {
-            self.customers
-                .last()
-                .unwrap()
-                .map_or(1, |(k, _)| k.value() + 1)
         }
 
         fn add_entries(&mut self, id: u64, row: &Row) {
@@ -472,7 +457,8 @@ mod raw {
         }
 
         fn insert(&mut self, row: &Row) -> u64 {
-            let id = self.next_id();
+            let id = self.next_id;
+            self.next_id += 1;
             let mut row = row.clone();
             row.created_at = now_micros();
             row.updated_at = row.created_at;
@@ -576,7 +562,7 @@ mod raw {
 
 mod sql {
     use super::{BATCH, CACHE_BYTES, Path, Row, UPDATES_PER_TXN, now_micros};
-    use rusqlite::{Connection, OptionalExtension, params};
+    use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
     const SCHEMA: &str = "
         CREATE TABLE customers (
@@ -660,36 +646,40 @@ mod sql {
         assert_eq!(level, expected_level, "PRAGMA synchronous");
     }
 
+    /// Parameters ?1 to ?25 of `INSERT` and `UPDATE`; `at` is the created/updated time.
+    fn row_params<'r>(row: &'r Row, at: &'r i64) -> [&'r dyn ToSql; 25] {
+        [
+            &row.given_name,
+            &row.family_name,
+            &row.email,
+            &row.phone,
+            &row.phone_country,
+            &row.street,
+            &row.locality,
+            &row.postcode,
+            &row.country,
+            &row.birth_date,
+            &row.stage,
+            &row.owner,
+            &row.source,
+            &row.ext_system,
+            &row.ext_id,
+            &row.organization,
+            &row.job_title,
+            at,
+            &row.email_key,
+            &row.phone_e164,
+            &row.family_key,
+            &row.family_phonetic,
+            &row.given_key,
+            &row.postcode_key,
+            &row.locality_key,
+        ]
+    }
+
     fn insert(conn: &Connection, row: &Row) -> i64 {
         let mut stmt = conn.prepare_cached(INSERT).unwrap();
-        stmt.execute(params![
-            row.given_name,
-            row.family_name,
-            row.email,
-            row.phone,
-            row.phone_country,
-            row.street,
-            row.locality,
-            row.postcode,
-            row.country,
-            row.birth_date,
-            row.stage,
-            row.owner,
-            row.source,
-            row.ext_system,
-            row.ext_id,
-            row.organization,
-            row.job_title,
-            now_micros(),
-            row.email_key,
-            row.phone_e164,
-            row.family_key,
-            row.family_phonetic,
-            row.given_key,
-            row.postcode_key,
-            row.locality_key,
-        ])
-        .unwrap();
+        stmt.execute(&row_params(row, &now_micros())[..]).unwrap();
         let id = conn.last_insert_rowid();
         insert_tags(conn, id, &row.tags);
         id
@@ -802,36 +792,10 @@ mod sql {
             for &i in chunk {
                 let (id, row) = (ids[i], variant(i));
                 let mut stmt = tx.prepare_cached(UPDATE).unwrap();
-                let changed = stmt
-                    .execute(params![
-                        row.given_name,
-                        row.family_name,
-                        row.email,
-                        row.phone,
-                        row.phone_country,
-                        row.street,
-                        row.locality,
-                        row.postcode,
-                        row.country,
-                        row.birth_date,
-                        row.stage,
-                        row.owner,
-                        row.source,
-                        row.ext_system,
-                        row.ext_id,
-                        row.organization,
-                        row.job_title,
-                        now_micros(),
-                        row.email_key,
-                        row.phone_e164,
-                        row.family_key,
-                        row.family_phonetic,
-                        row.given_key,
-                        row.postcode_key,
-                        row.locality_key,
-                        id,
-                    ])
-                    .unwrap();
+                let at = now_micros();
+                let mut params = row_params(row, &at).to_vec();
+                params.push(&id);
+                let changed = stmt.execute(&params[..]).unwrap();
                 assert_eq!(changed, 1);
                 tx.prepare_cached("DELETE FROM customer_tags WHERE customer_id = ?1")
                     .unwrap()
@@ -853,11 +817,9 @@ mod sql {
 // ---------------------------------------------------------------------------------------------
 // Benches
 
-fn configure<'c>(
-    c: &'c mut Criterion,
-    name: &str,
-    measurement_secs: u64,
-) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+type Group<'c> = criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>;
+
+fn configure<'c>(c: &'c mut Criterion, name: &str, measurement_secs: u64) -> Group<'c> {
     let mut group = c.benchmark_group(name);
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
@@ -866,54 +828,66 @@ fn configure<'c>(
     group
 }
 
+/// Times filling a fresh store, made by `create` outside the timing, with `load`; `check`
+/// then asserts the store holds what the label says.
+fn bench_load<S>(
+    group: &mut Group<'_>,
+    engine: &str,
+    create: impl Fn(&Path) -> S,
+    mut load: impl FnMut(&mut S),
+    check: impl Fn(&S),
+) {
+    group.bench_function(engine, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = temp_dir();
+                let mut store = create(dir.path());
+                let start = Instant::now();
+                load(&mut store);
+                total += start.elapsed();
+                check(&store);
+            }
+            total
+        });
+    });
+}
+
 fn bulk_insert(c: &mut Criterion) {
     let d = data();
     let n = d.customers.len() as u64;
     let mut group = configure(c, "bulk_insert", 20);
     group.throughput(criterion::Throughput::Elements(n));
-    group.bench_function("customerdb", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = temp_dir();
-                let store = cdb::create(dir.path());
-                let start = Instant::now();
-                black_box(cdb::load(&store, &d.customers));
-                total += start.elapsed();
-                assert_eq!(cdb::count(&store), n);
-            }
-            total
-        });
-    });
-    group.bench_function("redb", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = temp_dir();
-                let db = raw::create(dir.path());
-                let start = Instant::now();
-                black_box(raw::load(&db, &d.rows));
-                total += start.elapsed();
-                assert_eq!(raw::count(&db), n);
-            }
-            total
-        });
-    });
-    group.bench_function("sqlite", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = temp_dir();
-                let mut conn = sql::create(dir.path(), "NORMAL");
-                let start = Instant::now();
-                black_box(sql::load(&mut conn, &d.rows));
-                total += start.elapsed();
-                assert_eq!(sql::count(&conn), n);
-                sql::assert_synchronous(&conn, "NORMAL");
-            }
-            total
-        });
-    });
+    bench_load(
+        &mut group,
+        "customerdb",
+        cdb::create,
+        |store| {
+            black_box(cdb::load(store, &d.customers));
+        },
+        |store| assert_eq!(cdb::count(store), n),
+    );
+    bench_load(
+        &mut group,
+        "redb",
+        raw::create,
+        |db| {
+            black_box(raw::load(db, &d.rows));
+        },
+        |db| assert_eq!(raw::count(db), n),
+    );
+    bench_load(
+        &mut group,
+        "sqlite",
+        |dir| sql::create(dir, "NORMAL"),
+        |conn| {
+            black_box(sql::load(conn, &d.rows));
+        },
+        |conn| {
+            assert_eq!(sql::count(conn), n);
+            sql::assert_synchronous(conn, "NORMAL");
+        },
+    );
     group.finish();
 }
 
@@ -934,6 +908,25 @@ fn next_picks<'a>(cursor: &Cell<usize>, updates: &'a [usize]) -> &'a [usize] {
     let start = cursor.get();
     cursor.set((start + UPDATES_PER_ITER) % updates.len());
     &updates[start..start + UPDATES_PER_ITER]
+}
+
+/// Times `UPDATES_PER_ITER` updates per iteration through `update`, each customer flipping
+/// between its `original` and `moved` data so every update moves index entries.
+fn bench_updates<'d, T>(
+    group: &mut Group<'_>,
+    engine: &str,
+    original: &'d [T],
+    moved: &'d [T],
+    mut update: impl FnMut(&[usize], &mut dyn FnMut(usize) -> &'d T),
+) {
+    let updates = &data().updates;
+    let (state, cursor) = (RefCell::new(vec![false; original.len()]), Cell::new(0));
+    group.bench_function(engine, |b| {
+        b.iter(|| {
+            let picks = next_picks(&cursor, updates);
+            update(picks, &mut |i| flip(&state, i, original, moved));
+        });
+    });
 }
 
 /// `lookup_email`, then `update`, on one loaded store per engine (loading is not timed).
@@ -969,33 +962,33 @@ fn lookup_and_update(c: &mut Criterion) {
 
     let mut group = configure(c, "update", 15);
     group.throughput(criterion::Throughput::Elements(UPDATES_PER_ITER as u64));
-    let (state, cursor) = (RefCell::new(vec![false; n]), Cell::new(0));
-    group.bench_function("customerdb", |b| {
-        b.iter(|| {
-            let picks = next_picks(&cursor, &d.updates);
-            cdb::update(&store, &cdb_ids, picks, |i| {
-                flip(&state, i, &d.customers, &d.moved)
-            });
-        });
-    });
-    let (state, cursor) = (RefCell::new(vec![false; n]), Cell::new(0));
-    group.bench_function("redb", |b| {
-        b.iter(|| {
-            let picks = next_picks(&cursor, &d.updates);
-            raw::update(&db, &raw_ids, picks, |i| {
-                flip(&state, i, &d.rows, &d.moved_rows)
-            });
-        });
-    });
-    let (state, cursor) = (RefCell::new(vec![false; n]), Cell::new(0));
-    group.bench_function("sqlite", |b| {
-        b.iter(|| {
-            let picks = next_picks(&cursor, &d.updates);
-            sql::update(&mut conn, &sql_ids, picks, |i| {
-                flip(&state, i, &d.rows, &d.moved_rows)
-            });
-        });
-    });
+    bench_updates(
+        &mut group,
+        "customerdb",
+        &d.customers,
+        &d.moved,
+        |picks, variant| {
+            cdb::update(&store, &cdb_ids, picks, variant);
+        },
+    );
+    bench_updates(
+        &mut group,
+        "redb",
+        &d.rows,
+        &d.moved_rows,
+        |picks, variant| {
+            raw::update(&db, &raw_ids, picks, variant);
+        },
+    );
+    bench_updates(
+        &mut group,
+        "sqlite",
+        &d.rows,
+        &d.moved_rows,
+        |picks, variant| {
+            sql::update(&mut conn, &sql_ids, picks, variant);
+        },
+    );
     group.finish();
 
     assert_eq!(cdb::count(&store), n as u64);
@@ -1023,89 +1016,73 @@ fn report_tail(engine: &str, mut commit: impl FnMut()) {
     );
 }
 
+/// Times single durable commits of customers from the `DURABLE_SEED` stream, each turned into
+/// the engine's input by `prepare` outside the timing: criterion's median, then the tail.
+fn bench_durable<S, T>(
+    group: &mut Group<'_>,
+    engine: &str,
+    store: &mut S,
+    prepare: impl Fn(SampleCustomer) -> T,
+    mut commit: impl FnMut(&mut S, &T),
+    count: impl Fn(&S) -> u64,
+) {
+    let mut stream = Generator::new(DURABLE_SEED).map(prepare);
+    group.bench_function(engine, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let item = stream.next().unwrap();
+                let start = Instant::now();
+                commit(store, &item);
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    let before = count(store);
+    let next: Vec<T> = stream.by_ref().take(DURABLE_TIMED).collect();
+    let mut next = next.iter();
+    report_tail(engine, || commit(store, next.next().unwrap()));
+    assert_eq!(count(store), before + DURABLE_TIMED as u64);
+}
+
 fn durable_commit(c: &mut Criterion) {
     let mut group = configure(c, "durable_commit", 5);
     group.sampling_mode(SamplingMode::Auto);
     group.throughput(criterion::Throughput::Elements(1));
-    {
-        let dir = temp_dir();
-        let store = cdb::create(dir.path());
-        let mut stream = Generator::new(DURABLE_SEED);
-        group.bench_function("customerdb", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let customer = stream.next().unwrap();
-                    let start = Instant::now();
-                    cdb::insert_durable(&store, &customer);
-                    total += start.elapsed();
-                }
-                total
-            });
-        });
-        let before = cdb::count(&store);
-        let next: Vec<SampleCustomer> = stream.by_ref().take(DURABLE_TIMED).collect();
-        let mut next = next.iter();
-        report_tail("customerdb", || {
-            cdb::insert_durable(&store, next.next().unwrap());
-        });
-        assert_eq!(cdb::count(&store), before + DURABLE_TIMED as u64);
-    }
-    {
-        let dir = temp_dir();
-        let db = raw::create(dir.path());
-        let mut stream = Generator::new(DURABLE_SEED);
-        group.bench_function("redb", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let row = Row::prepare(&stream.next().unwrap());
-                    let start = Instant::now();
-                    raw::insert_durable(&db, &row);
-                    total += start.elapsed();
-                }
-                total
-            });
-        });
-        let before = raw::count(&db);
-        let next: Vec<Row> = stream
-            .by_ref()
-            .take(DURABLE_TIMED)
-            .map(|c| Row::prepare(&c))
-            .collect();
-        let mut next = next.iter();
-        report_tail("redb", || raw::insert_durable(&db, next.next().unwrap()));
-        assert_eq!(raw::count(&db), before + DURABLE_TIMED as u64);
-    }
-    {
-        let dir = temp_dir();
-        let mut conn = sql::create(dir.path(), "FULL");
-        let mut stream = Generator::new(DURABLE_SEED);
-        group.bench_function("sqlite", |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let row = Row::prepare(&stream.next().unwrap());
-                    let start = Instant::now();
-                    sql::insert_durable(&mut conn, &row);
-                    total += start.elapsed();
-                }
-                total
-            });
-        });
-        let before = sql::count(&conn);
-        let next: Vec<Row> = stream
-            .by_ref()
-            .take(DURABLE_TIMED)
-            .map(|c| Row::prepare(&c))
-            .collect();
-        let mut next = next.iter();
-        report_tail("sqlite", || {
-            sql::insert_durable(&mut conn, next.next().unwrap());
-        });
-        assert_eq!(sql::count(&conn), before + DURABLE_TIMED as u64);
-        sql::assert_synchronous(&conn, "FULL");
-    }
+    let row = |c: SampleCustomer| Row::prepare(&c);
+
+    let dir = temp_dir();
+    let mut store = cdb::create(dir.path());
+    bench_durable(
+        &mut group,
+        "customerdb",
+        &mut store,
+        |c| c,
+        |s, c| cdb::insert_durable(s, c),
+        cdb::count,
+    );
+    let dir = temp_dir();
+    let mut db = raw::create(dir.path());
+    bench_durable(
+        &mut group,
+        "redb",
+        &mut db,
+        row,
+        |db, r| raw::insert_durable(db, r),
+        raw::count,
+    );
+    let dir = temp_dir();
+    let mut conn = sql::create(dir.path(), "FULL");
+    bench_durable(
+        &mut group,
+        "sqlite",
+        &mut conn,
+        row,
+        sql::insert_durable,
+        sql::count,
+    );
+    sql::assert_synchronous(&conn, "FULL");
     group.finish();
 }
 

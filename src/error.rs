@@ -49,10 +49,13 @@ pub enum ErrorKind {
         /// The customer that already holds it.
         existing: CustomerId,
     },
-    /// A custom attribute was used that the schema does not declare.
+    /// A custom attribute was used that the schema does not declare, or was scanned as an
+    /// index while it is declared without one.
     UnknownAttribute {
         /// The attribute's name.
         name: String,
+        /// Whether the schema declares it (without an index, since an index was asked for).
+        declared: bool,
     },
     /// A custom attribute value does not have the declared type.
     AttributeType {
@@ -84,6 +87,8 @@ pub enum ErrorKind {
     Corrupted {
         /// What was being decoded.
         what: &'static str,
+        /// The customer whose record it was, when the bytes are a record.
+        record: Option<CustomerId>,
     },
     /// The storage engine failed; the cause is in `source()`.
     Storage,
@@ -130,7 +135,16 @@ impl Error {
         what: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
     ) -> Self {
-        Error::with_source(ErrorKind::Corrupted { what }, source)
+        Error::with_source(ErrorKind::Corrupted { what, record: None }, source)
+    }
+
+    /// For an [`ErrorKind::Corrupted`] error, names the customer whose stored record it was.
+    #[must_use]
+    pub(crate) fn in_record(mut self, id: CustomerId) -> Self {
+        if let ErrorKind::Corrupted { record, .. } = &mut self.inner.kind {
+            *record = Some(id);
+        }
+        self
     }
 
     /// What went wrong.
@@ -204,9 +218,17 @@ impl fmt::Display for Error {
                 f,
                 "unique index {index} already maps \"{key}\" to customer {existing}"
             ),
-            ErrorKind::UnknownAttribute { name } => {
-                write!(f, "attribute \"{name}\" is not declared in the schema")
-            }
+            ErrorKind::UnknownAttribute {
+                name,
+                declared: false,
+            } => write!(f, "attribute \"{name}\" is not declared in the schema"),
+            ErrorKind::UnknownAttribute {
+                name,
+                declared: true,
+            } => write!(
+                f,
+                "attribute \"{name}\" is declared without an index, so it cannot be scanned"
+            ),
             ErrorKind::AttributeType {
                 name,
                 expected,
@@ -224,7 +246,11 @@ impl fmt::Display for Error {
                 f,
                 "stored format version {found} is not supported (this build reads version {supported})"
             ),
-            ErrorKind::Corrupted { what } => write!(f, "stored {what} is corrupted"),
+            ErrorKind::Corrupted {
+                what,
+                record: Some(id),
+            } => write!(f, "stored {what} of customer {id} is corrupted"),
+            ErrorKind::Corrupted { what, record: None } => write!(f, "stored {what} is corrupted"),
             ErrorKind::Storage => f.write_str("the storage engine failed"),
             ErrorKind::Io => f.write_str("an I/O operation failed"),
         }

@@ -210,7 +210,8 @@ impl CsvImport {
     ///
     /// # Errors
     /// [`ErrorKind::Import`] if the header cannot be read or a column is not understood;
-    /// storage errors. A bad *record* is never an error: it is in the report.
+    /// [`ErrorKind::Io`] if the input stops being readable; storage errors. A bad *record* is
+    /// never an error: it is in the report.
     pub fn run(mut self, store: &Store, input: impl std::io::Read) -> Result<ImportReport> {
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
         let headers = reader
@@ -235,11 +236,16 @@ impl CsvImport {
         let mut report = ImportReport::default();
         let mut tx = store.begin_write()?;
         let mut in_batch = 0;
-        for row in reader.records() {
-            report.read += 1;
-            let row = match row {
-                Ok(r) => r,
+        // One record buffer for the whole file, not an allocation per row.
+        let mut row = csv::StringRecord::new();
+        loop {
+            match reader.read_record(&mut row) {
+                Ok(false) => break,
+                Ok(true) => report.read += 1,
+                // A failing reader fails again on every call: stop rather than loop.
+                Err(e) if e.is_io_error() => return Err(Error::with_source(ErrorKind::Io, e)),
                 Err(e) => {
+                    report.read += 1;
                     let line = e.position().map_or(report.read + 1, csv::Position::line);
                     report.rejected.push(Rejection {
                         line,
@@ -248,7 +254,7 @@ impl CsvImport {
                     });
                     continue;
                 }
-            };
+            }
             let line = row.position().map_or(report.read + 1, csv::Position::line);
             let (builder, mut errors) = to_builder(&fields, &row);
             let inserted = match self.mode {

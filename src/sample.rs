@@ -90,8 +90,8 @@ pub struct SampleCustomer {
     pub birth_date: NaiveDate,
     /// Zero to three distinct tags.
     pub tags: Vec<String>,
-    /// Pipeline stage: "lead", "prospect", "customer" or "churned".
-    pub stage: &'static str,
+    /// Lifecycle stage.
+    pub stage: crate::Stage,
     /// Account owner handle, e.g. "ana".
     pub owner: String,
     /// Acquisition source, e.g. "web".
@@ -122,12 +122,10 @@ impl SampleCustomer {
                 country: Some(self.country.clone()),
             })
             .birth_date(self.birth_date)
+            .stage(self.stage)
             .owner(self.owner.as_str())
             .source(self.source.as_str())
             .external_id(self.external_id.0.as_str(), self.external_id.1.as_str());
-        if let Some(stage) = crate::Stage::parse(self.stage) {
-            b = b.stage(stage);
-        }
         for tag in &self.tags {
             b = b.tag(tag.as_str());
         }
@@ -232,8 +230,8 @@ impl Generator {
                 tags.push(tag.to_string());
             }
         }
-        let stage =
-            ["lead", "prospect", "customer", "churned"][self.rng.weighted_index(&[35, 20, 38, 7])];
+        // Weights in `Stage::ALL` order: lead, prospect, customer, churned.
+        let stage = crate::Stage::ALL[self.rng.weighted_index(&[35, 20, 38, 7])];
         let owner = t.owners[t.owner_pick.sample(&mut self.rng)].to_string();
         let source = t.sources[t.source_pick.sample(&mut self.rng)].to_string();
         let (system, prefix) = [("shop", ""), ("crm", "C-"), ("pos", "P"), ("erp", "E")]
@@ -421,12 +419,26 @@ struct Household {
     phone_country: String,
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and the same on every platform.
+/// The generator's pseudo-random numbers: SplitMix64 (Steele, Lea, Flood 2014), tiny, fast,
+/// and the same on every platform. Public so that tests and benchmarks choosing customers at
+/// random choose the same ones on every run.
+///
+/// ```
+/// let mut a = customerdb::sample::SplitMix64::new(7);
+/// let mut b = customerdb::sample::SplitMix64::new(7);
+/// assert_eq!(a.below(1000), b.below(1000));
+/// ```
 #[derive(Debug, Clone)]
-struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -434,8 +446,8 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻⁵⁰ for our `n`).
-    fn below(&mut self, n: u64) -> u64 {
+    /// Uniform in `0..n` (Lemire's multiply-shift; the bias is below 2⁻⁵⁰ for `n` under 2¹⁴).
+    pub fn below(&mut self, n: u64) -> u64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 
@@ -858,25 +870,10 @@ fn capitalise(s: &str) -> String {
 /// Lower-case ASCII letters and digits of `s`, with the Latin diacritics of the embedded lists
 /// folded ("Müller" → "muller") and everything else dropped ("O'Brien" → "obrien"). Never empty.
 fn ascii_slug(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars().flat_map(char::to_lowercase) {
-        let folded = match c {
-            'a'..='z' | '0'..='9' => c,
-            'à' | 'á' | 'â' | 'ä' | 'ã' | 'å' => 'a',
-            'ç' => 'c',
-            'è' | 'é' | 'ê' | 'ë' => 'e',
-            'ì' | 'í' | 'î' | 'ï' => 'i',
-            'ñ' => 'n',
-            'ò' | 'ó' | 'ô' | 'ö' | 'õ' => 'o',
-            'ù' | 'ú' | 'û' | 'ü' => 'u',
-            'ß' => {
-                out.push('s');
-                's'
-            }
-            _ => continue,
-        };
-        out.push(folded);
-    }
+    let mut out: String = crate::normalize::fold_key(s)
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
     if out.is_empty() {
         out.push('x');
     }

@@ -203,7 +203,7 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
                 );
             }
             for def in tx.schema()?.iter() {
-                let entries = if def.indexed {
+                let entries = if def.is_indexed() {
                     tx.index_len(&Index::Attribute(def.name.clone()))?
                         .to_string()
                 } else {
@@ -241,25 +241,46 @@ fn error_json(e: &Error) -> Value {
     }
 }
 
-fn normalize_one(kind: &str, input: &str, region: Option<CountryCode>) -> Result<Value, Error> {
+/// What `normalize --kind` standardises.
+#[derive(Clone, Copy)]
+enum Kind {
+    Email,
+    Phone,
+    Name,
+    Address,
+}
+
+impl Kind {
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "email" => Kind::Email,
+            "phone" => Kind::Phone,
+            "name" => Kind::Name,
+            "address" => Kind::Address,
+            _ => return None,
+        })
+    }
+}
+
+fn normalize_one(kind: Kind, input: &str, region: Option<CountryCode>) -> Result<Value, Error> {
     Ok(match kind {
-        "email" => {
+        Kind::Email => {
             let e = Email::parse(input)?;
             json!({ "normalized": e.as_str(), "ascii": e.ascii(), "match_key": e.match_key() })
         }
-        "phone" => {
+        Kind::Phone => {
             let p = Phone::parse(input, region)?;
             json!({ "normalized": p.e164(), "kind": p.kind().as_str(),
                     "region": p.region().map(|r| r.as_str().to_owned()) })
         }
-        "name" => {
+        Kind::Name => {
             let n = PersonName::parse(input)?;
             json!({ "normalized": n.display(), "prefix": n.prefix(), "given": n.given(),
                     "middle": n.middle(), "family": n.family(), "suffix": n.suffix(),
                     "given_key": n.given_key(), "family_key": n.family_key(),
                     "family_phonetic": n.family_phonetic() })
         }
-        "address" => {
+        Kind::Address => {
             let v: Value = serde_json::from_str(input).map_err(|_| {
                 Error::from(ErrorKind::Invalid {
                     field: "address".into(),
@@ -288,17 +309,14 @@ fn normalize_one(kind: &str, input: &str, region: Option<CountryCode>) -> Result
                     "postcode": a.postcode(), "country": a.country().map(|c| c.as_str().to_owned()) },
                     "locality_key": a.locality_key(), "postcode_key": a.postcode_key() })
         }
-        _ => unreachable!("kind checked by the caller"),
     })
 }
 
 fn normalize(a: &Args) -> Result<ExitCode, CliError> {
-    let kind = a.kind.as_deref().unwrap_or_default();
-    if !["email", "phone", "name", "address"].contains(&kind) {
-        return Err(CliError::Usage(
-            "--kind must be email, phone, name or address".into(),
-        ));
-    }
+    let kind =
+        a.kind.as_deref().and_then(Kind::parse).ok_or_else(|| {
+            CliError::Usage("--kind must be email, phone, name or address".into())
+        })?;
     let region = a.region.as_deref().map(CountryCode::parse).transpose()?;
     let stdin = std::io::stdin().lock();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

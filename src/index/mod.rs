@@ -139,7 +139,7 @@ impl Index {
                 return schema
                     .get(name)
                     .and_then(|d| d.slot)
-                    .ok_or_else(|| Error::new(ErrorKind::UnknownAttribute { name: name.clone() }));
+                    .ok_or_else(|| not_indexed(schema, name));
             }
         };
         Ok(tag)
@@ -165,19 +165,23 @@ impl Index {
             Index::BirthDate => AttributeType::Date,
             Index::CreatedAt | Index::UpdatedAt => AttributeType::Timestamp,
             Index::Attribute(name) => match schema.get(name) {
-                Some(d) if d.slot.is_some() => match d.ty {
+                Some(d) if d.is_indexed() => match d.ty {
                     AttributeType::TextList => AttributeType::Text,
                     t => t,
                 },
-                _ => {
-                    return Err(Error::new(ErrorKind::UnknownAttribute {
-                        name: name.clone(),
-                    }));
-                }
+                _ => return Err(not_indexed(schema, name)),
             },
             _ => AttributeType::Text,
         })
     }
+}
+
+/// The error for scanning attribute `name`, which has no index.
+fn not_indexed(schema: &Schema, name: &str) -> Error {
+    Error::new(ErrorKind::UnknownAttribute {
+        name: name.to_owned(),
+        declared: schema.get(name).is_some(),
+    })
 }
 
 impl fmt::Display for Index {
@@ -519,28 +523,8 @@ pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
     fixed(14, &|k| key::put_timestamp(k, rec.created_at));
     fixed(15, &|k| key::put_timestamp(k, rec.updated_at));
     for (name, value) in &c.attributes {
-        let Some(slot) = schema.get(name).and_then(|d| d.slot) else {
-            continue;
-        };
-        let head = slot.to_be_bytes();
-        let mut put = |f: &dyn Fn(&mut Vec<u8>)| {
-            let mut k = head.to_vec();
-            f(&mut k);
-            key::put_u64(&mut k, id);
-            postings.push(k);
-        };
-        match value {
-            AttributeValue::Text(s) => put(&|k| key::put_text(k, &fold_key(s))),
-            AttributeValue::Integer(i) => put(&|k| key::put_i64(k, *i)),
-            AttributeValue::Decimal(d) => put(&|k| key::put_decimal(k, *d)),
-            AttributeValue::Boolean(b) => put(&|k| key::put_bool(k, *b)),
-            AttributeValue::Date(d) => put(&|k| key::put_date(k, *d)),
-            AttributeValue::Timestamp(t) => put(&|k| key::put_timestamp(k, *t)),
-            AttributeValue::TextList(items) => {
-                for s in items {
-                    put(&|k| key::put_text(k, &fold_key(s)));
-                }
-            }
+        if let Some(slot) = schema.get(name).and_then(|d| d.slot) {
+            attribute_postings(id, slot, value, &mut postings);
         }
     }
     postings.sort_unstable();
@@ -562,6 +546,35 @@ pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
     uniques.sort_by(|a, b| a.key.cmp(&b.key));
     uniques.dedup_by(|a, b| a.key == b.key);
     Entries { postings, uniques }
+}
+
+/// Appends the postings of one indexed attribute value (one per element of a text list) of
+/// customer `id`, under the attribute's index tag `slot`.
+pub(crate) fn attribute_postings(
+    id: u64,
+    slot: u16,
+    value: &AttributeValue,
+    out: &mut Vec<Vec<u8>>,
+) {
+    let mut put = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut k = slot.to_be_bytes().to_vec();
+        f(&mut k);
+        key::put_u64(&mut k, id);
+        out.push(k);
+    };
+    match value {
+        AttributeValue::Text(s) => put(&|k| key::put_text(k, &fold_key(s))),
+        AttributeValue::Integer(i) => put(&|k| key::put_i64(k, *i)),
+        AttributeValue::Decimal(d) => put(&|k| key::put_decimal(k, *d)),
+        AttributeValue::Boolean(b) => put(&|k| key::put_bool(k, *b)),
+        AttributeValue::Date(d) => put(&|k| key::put_date(k, *d)),
+        AttributeValue::Timestamp(t) => put(&|k| key::put_timestamp(k, *t)),
+        AttributeValue::TextList(items) => {
+            for s in items {
+                put(&|k| key::put_text(k, &fold_key(s)));
+            }
+        }
+    }
 }
 
 /// Splits a posting key into its tag and customer id.

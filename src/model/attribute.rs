@@ -147,10 +147,16 @@ pub struct AttributeDef {
     pub name: String,
     /// The type every value must have.
     pub ty: AttributeType,
-    /// Whether a secondary index is kept on the attribute.
-    pub indexed: bool,
-    /// The index tag the store allocated when the attribute was declared indexed.
+    /// The index tag the store allocated when the attribute was declared indexed; `None` while
+    /// it is not indexed.
     pub(crate) slot: Option<u16>,
+}
+
+impl AttributeDef {
+    /// Whether a secondary index is kept on the attribute.
+    pub fn is_indexed(&self) -> bool {
+        self.slot.is_some()
+    }
 }
 
 /// The custom attributes a store declares, by name.
@@ -187,9 +193,12 @@ impl Schema {
     /// Checks that every value in `attrs` is declared and has its declared type.
     pub(crate) fn check(&self, attrs: &BTreeMap<String, AttributeValue>) -> Result<()> {
         for (name, value) in attrs {
-            let def = self
-                .get(name)
-                .ok_or_else(|| Error::new(ErrorKind::UnknownAttribute { name: name.clone() }))?;
+            let def = self.get(name).ok_or_else(|| {
+                Error::new(ErrorKind::UnknownAttribute {
+                    name: name.clone(),
+                    declared: false,
+                })
+            })?;
             if def.ty != value.attribute_type() {
                 return Err(Error::new(ErrorKind::AttributeType {
                     name: name.clone(),
@@ -225,7 +234,6 @@ mod tests {
         schema.insert(AttributeDef {
             name: "score".into(),
             ty: AttributeType::Integer,
-            indexed: false,
             slot: None,
         });
         let mut attrs = BTreeMap::new();

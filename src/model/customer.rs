@@ -182,6 +182,25 @@ fn check_text(field: &str, raw: &str, cleaned: &str) -> Result<()> {
     Ok(())
 }
 
+/// The accepted value, or `None` once `sink` has taken the error of a refused one; `sink`
+/// returning the error stops standardisation there (strict), keeping it goes on (lenient).
+fn accept<T>(r: Result<T>, sink: &mut dyn FnMut(Error) -> Result<()>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => sink(e).map(|()| None),
+    }
+}
+
+/// An optional free-text field, cleaned ([`clean_optional`]) and passed through [`accept`].
+fn optional_text(
+    field: &str,
+    raw: Option<String>,
+    sink: &mut dyn FnMut(Error) -> Result<()>,
+) -> Result<Option<String>> {
+    let Some(raw) = raw else { return Ok(None) };
+    Ok(accept(clean_optional(field, &raw), sink)?.flatten())
+}
+
 /// Cleans a free-text field for display: trimmed, whitespace collapsed; empty becomes `None`.
 fn clean_optional(field: &str, raw: &str) -> Result<Option<String>> {
     let cleaned = clean_display(raw);
@@ -540,87 +559,63 @@ impl CustomerBuilder {
         sink: &mut dyn FnMut(Error) -> Result<()>,
     ) -> Result<Customer> {
         let mut c = Customer::default();
-        let keep = |r: Result<()>, sink: &mut dyn FnMut(Error) -> Result<()>| match r {
-            Ok(()) => Ok(()),
-            Err(e) => sink(e),
-        };
         if let Some(name) = self.name {
-            let parsed = match name {
-                NameInput::Full(s) => PersonName::parse(&s),
-                NameInput::Parts(p) => PersonName::from_parts(p),
-            };
-            keep(parsed.map(|n| c.name = Some(n)), sink)?;
+            c.name = accept(
+                match name {
+                    NameInput::Full(s) => PersonName::parse(&s),
+                    NameInput::Parts(p) => PersonName::from_parts(p),
+                },
+                sink,
+            )?;
         }
         for (i, raw) in self.emails.iter().enumerate() {
-            let r = Email::parse(raw).map(|e| c.emails.push(e));
-            keep(r.map_err(|e| e.at(format!("emails[{i}]"))), sink)?;
+            let r = Email::parse(raw).map_err(|e| e.at(format!("emails[{i}]")));
+            c.emails.extend(accept(r, sink)?);
         }
         for (i, parts) in self.addresses.into_iter().enumerate() {
-            let r = Address::parse(parts).map(|a| c.addresses.push(a));
-            keep(r.map_err(|e| e.in_field(&format!("addresses[{i}]"))), sink)?;
+            let r = Address::parse(parts).map_err(|e| e.in_field(&format!("addresses[{i}]")));
+            c.addresses.extend(accept(r, sink)?);
         }
-        let mut region = default_region;
-        if let Some(cc) = c.addresses.iter().find_map(Address::country) {
-            region = Some(cc);
-        }
+        // National numbers are read with the most specific region known.
+        let mut region = c
+            .addresses
+            .iter()
+            .find_map(Address::country)
+            .or(default_region);
         if let Some(raw) = &self.phone_region {
-            match CountryCode::parse(raw) {
-                Ok(cc) => region = Some(cc),
-                Err(e) => keep(Err(e.at("phone_region".to_owned())), sink)?,
-            }
+            let r = CountryCode::parse(raw).map_err(|e| e.at("phone_region".to_owned()));
+            region = accept(r, sink)?.or(region);
         }
         for (i, (raw, kind)) in self.phones.iter().enumerate() {
-            let r = Phone::parse(raw, region).map(|p| {
+            let r = Phone::parse(raw, region).map_err(|e| e.at(format!("phones[{i}]")));
+            if let Some(p) = accept(r, sink)? {
                 c.phones.push(match kind {
                     Some(k) => p.with_kind(*k),
                     None => p,
                 });
-            });
-            keep(r.map_err(|e| e.at(format!("phones[{i}]"))), sink)?;
+            }
         }
         c.birth_date = self.birth_date;
         c.gender = self.gender.as_deref().map(Gender::parse);
-        let optional = |field: &str, v: Option<String>| -> Result<Option<String>> {
-            v.map_or(Ok(None), |s| clean_optional(field, &s))
-        };
-        match optional("organization", self.organization) {
-            Ok(v) => c.organization = v,
-            Err(e) => keep(Err(e), sink)?,
-        }
-        match optional("job_title", self.job_title) {
-            Ok(v) => c.job_title = v,
-            Err(e) => keep(Err(e), sink)?,
-        }
-        match optional("source", self.source) {
-            Ok(v) => c.source = v,
-            Err(e) => keep(Err(e), sink)?,
-        }
-        match optional("owner", self.owner) {
-            Ok(v) => c.owner = v.map(|o| fold_key(&o)),
-            Err(e) => keep(Err(e), sink)?,
-        }
+        c.organization = optional_text("organization", self.organization, sink)?;
+        c.job_title = optional_text("job_title", self.job_title, sink)?;
+        c.source = optional_text("source", self.source, sink)?;
+        c.owner = optional_text("owner", self.owner, sink)?.map(|o| fold_key(&o));
         for (i, raw) in self.tags.iter().enumerate() {
-            let r = Tag::parse(raw).map(|t| {
-                c.tags.insert(t);
-            });
-            keep(r.map_err(|e| e.at(format!("tags[{i}]"))), sink)?;
+            let r = Tag::parse(raw).map_err(|e| e.at(format!("tags[{i}]")));
+            c.tags.extend(accept(r, sink)?);
         }
         c.stage = self.stage;
         for (i, (system, id)) in self.external_ids.iter().enumerate() {
-            let r = ExternalId::new(system, id).map(|x| c.external_ids.push(x));
-            keep(
-                r.map_err(|e| e.in_field(&format!("external_ids[{i}]"))),
-                sink,
-            )?;
+            let r =
+                ExternalId::new(system, id).map_err(|e| e.in_field(&format!("external_ids[{i}]")));
+            c.external_ids.extend(accept(r, sink)?);
         }
         for (name, value) in self.attributes {
             if super::attribute::is_valid_name(&name) {
                 c.attributes.insert(name, value);
             } else {
-                keep(
-                    Err(Error::invalid("attributes", name, Reason::Malformed)),
-                    sink,
-                )?;
+                sink(Error::invalid("attributes", name, Reason::Malformed))?;
             }
         }
         c.consents = self.consents;

@@ -179,12 +179,10 @@ pub(crate) use impl_read;
 
 /// Decodes a stored record, checking it is stored under its own id.
 pub(crate) fn decode_record(key: u64, bytes: &[u8]) -> Result<Record> {
-    let rec: Record = codec::decode(bytes, "customer record")?;
-    if rec.id.as_u64() != key {
-        return Err(Error::corrupted(
-            "customer record",
-            "stored under another id",
-        ));
+    let id = CustomerId::from_u64(key);
+    let rec: Record = codec::decode(bytes, "customer record").map_err(|e| e.in_record(id))?;
+    if rec.id != id {
+        return Err(Error::corrupted("customer record", "stored under another id").in_record(id));
     }
     Ok(rec)
 }

@@ -160,26 +160,34 @@ fn check_records(
     Ok((found_postings, found_uniques, max_id))
 }
 
+/// The entries record `id` should have, from `cache` or computed into it.
+fn entries_of<'c>(
+    cache: &'c mut HashMap<u64, Option<index::Entries>>,
+    tx: &ReadTxn,
+    schema: &Schema,
+    id: u64,
+) -> Option<&'c index::Entries> {
+    cache
+        .entry(id)
+        .or_insert_with(|| {
+            tx.record(id)
+                .ok()
+                .flatten()
+                .map(|r| index::entries(&r, schema))
+        })
+        .as_ref()
+}
+
 pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
     let schema = tx.schema()?;
     let mut report = VerifyReport::default();
     let (found_postings, found_uniques, max_id) = check_records(tx, &schema, &mut report)?;
     report.entries = tx.raw_postings().len().map_err(storage)?;
     report.unique_entries = tx.raw_uniques().len().map_err(storage)?;
-    // Expected entries of each record, computed once per record while looking for orphans.
+    // Expected entries of each record, computed once per record while looking for orphans. A
+    // record that is missing or does not decode accounts for nothing (the latter is already
+    // reported as undecodable).
     let mut expected: HashMap<u64, Option<index::Entries>> = HashMap::new();
-    let mut entries_of = |id: u64| -> Result<Option<index::Entries>> {
-        if let Some(e) = expected.get(&id) {
-            return Ok(e.clone());
-        }
-        let e = tx
-            .record(id)
-            .ok()
-            .flatten()
-            .map(|r| index::entries(&r, &schema));
-        expected.insert(id, e.clone());
-        Ok(e)
-    };
     if report.entries != found_postings {
         for item in tx.raw_postings().iter().map_err(storage)? {
             let (k, _) = item.map_err(storage)?;
@@ -190,7 +198,7 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
                     .push(Problem::MalformedEntry { key: key.to_vec() });
                 continue;
             };
-            let accounted = entries_of(id)?.is_some_and(|e| {
+            let accounted = entries_of(&mut expected, tx, &schema, id).is_some_and(|e| {
                 e.postings
                     .binary_search_by(|p| p.as_slice().cmp(key))
                     .is_ok()
@@ -208,7 +216,8 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
         for item in tx.raw_uniques().iter().map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
             let (key, id) = (k.value(), v.value());
-            let accounted = entries_of(id)?.is_some_and(|e| e.uniques.iter().any(|u| u.key == key));
+            let accounted = entries_of(&mut expected, tx, &schema, id)
+                .is_some_and(|e| e.uniques.iter().any(|u| u.key == key));
             if !accounted {
                 report.problems.push(Problem::OrphanEntry {
                     id: CustomerId::from_u64(id),

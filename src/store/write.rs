@@ -79,7 +79,13 @@ struct Buffers {
     /// when applied. Nothing reads postings without applying them first.
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
-    staged: usize,
+}
+
+impl Buffers {
+    /// Staged changes, counted for the flush threshold.
+    fn len(&self) -> usize {
+        self.records.len() + self.postings.len() + self.uniques.len()
+    }
 }
 
 /// The write transaction. Only one exists at a time per store.
@@ -92,7 +98,8 @@ pub struct WriteTxn {
     txn: redb::WriteTransaction,
     buf: RefCell<Buffers>,
     next_id: u64,
-    next_id_dirty: bool,
+    /// `next_id` as stored: written back at commit only if allocation moved it.
+    stored_next_id: u64,
     schema: RefCell<Option<Arc<Schema>>>,
     schema_dirty: bool,
     durability: Option<Durability>,
@@ -128,7 +135,7 @@ impl WriteTxn {
             txn,
             buf: RefCell::new(Buffers::default()),
             next_id,
-            next_id_dirty: false,
+            stored_next_id: next_id,
             schema: RefCell::new(None),
             schema_dirty: false,
             durability: None,
@@ -171,7 +178,6 @@ impl WriteTxn {
         self.check_uniques(id, &new, None)?;
         let bytes = codec::encode(&rec)?;
         self.next_id += 1;
-        self.next_id_dirty = true;
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
         Ok(id)
     }
@@ -248,43 +254,45 @@ impl WriteTxn {
             ));
         }
         let mut schema = (*self.schema_arc()?).clone();
-        let existing = schema.get(name).cloned();
-        let needs_build = match &existing {
-            Some(def) if def.ty != ty => {
-                return Err(Error::new(ErrorKind::SchemaConflict {
-                    name: name.to_owned(),
-                }));
-            }
-            Some(def) => indexed && def.slot.is_none(),
-            None => false,
+        let existing = schema.get(name);
+        if existing.is_some_and(|d| d.ty != ty) {
+            return Err(Error::new(ErrorKind::SchemaConflict {
+                name: name.to_owned(),
+            }));
+        }
+        let old_slot = existing.and_then(|d| d.slot);
+        let slot = match old_slot {
+            Some(s) => Some(s),
+            None if indexed => Some(
+                schema
+                    .max_slot()
+                    .map_or(Some(FIRST_ATTRIBUTE_TAG), |s| s.checked_add(1))
+                    .ok_or_else(|| {
+                        Error::new(ErrorKind::SchemaConflict {
+                            name: name.to_owned(),
+                        })
+                    })?,
+            ),
+            None => None,
         };
-        let slot = match &existing {
-            Some(def) if def.slot.is_some() => def.slot,
-            _ if indexed => Some(schema.max_slot().map_or(Ok(FIRST_ATTRIBUTE_TAG), |s| {
-                s.checked_add(1)
-                    .ok_or(Error::new(ErrorKind::SchemaConflict {
-                        name: name.to_owned(),
-                    }))
-            })?),
-            _ => None,
-        };
+        // Values can exist only if the attribute was declared before; newly indexed, they need
+        // their entries now.
+        let build = existing.is_some() && old_slot.is_none() && slot.is_some();
         schema.insert(AttributeDef {
             name: name.to_owned(),
             ty,
-            indexed: indexed || existing.as_ref().is_some_and(|d| d.indexed),
             slot,
         });
-        let schema = Arc::new(schema);
-        *self.schema.borrow_mut() = Some(schema.clone());
+        *self.schema.borrow_mut() = Some(Arc::new(schema));
         self.schema_dirty = true;
-        if needs_build {
-            self.build_attribute_index(name, &schema)?;
+        if let (true, Some(slot)) = (build, slot) {
+            self.build_attribute_index(name, slot)?;
         }
         Ok(())
     }
 
-    /// Adds the entries of a newly indexed attribute for every stored customer.
-    fn build_attribute_index(&mut self, name: &str, schema: &Schema) -> Result<()> {
+    /// Adds the entries of a newly indexed attribute, tag `slot`, for every stored customer.
+    fn build_attribute_index(&mut self, name: &str, slot: u16) -> Result<()> {
         self.flush()?;
         let mut added = Vec::new();
         {
@@ -292,26 +300,15 @@ impl WriteTxn {
             for item in customers.iter().map_err(storage)? {
                 let (k, v) = item.map_err(storage)?;
                 let rec = decode_record(k.value(), v.value())?;
-                if !rec.customer.attributes.contains_key(name) {
-                    continue;
+                if let Some(value) = rec.customer.attributes.get(name) {
+                    index::attribute_postings(k.value(), slot, value, &mut added);
                 }
-                // Only this attribute's entries are new: compute them alone.
-                let mut only = rec.clone();
-                only.customer.attributes.retain(|n, _| n == name);
-                let tag = Index::Attribute(name.to_owned()).tag(schema)?.to_be_bytes();
-                added.extend(
-                    index::entries(&only, schema)
-                        .postings
-                        .into_iter()
-                        .filter(|p| p.starts_with(&tag)),
-                );
             }
         }
-        let mut buf = self.buf.borrow_mut();
-        for k in added {
-            buf.postings.push((k, true));
-            buf.staged += 1;
-        }
+        self.buf
+            .borrow_mut()
+            .postings
+            .extend(added.into_iter().map(|k| (k, true)));
         Ok(())
     }
 
@@ -372,8 +369,7 @@ impl WriteTxn {
             for u in &new.uniques {
                 buf.uniques.insert(u.key.clone(), Some(id.as_u64()));
             }
-            buf.staged += 1 + old.postings.len() + new.postings.len() + new.uniques.len();
-            if buf.staged < FLUSH_THRESHOLD {
+            if buf.len() < FLUSH_THRESHOLD {
                 return Ok(());
             }
         }
@@ -393,7 +389,7 @@ impl WriteTxn {
     /// Applies the staged writes to the tables, in key order.
     fn flush(&self) -> Result<()> {
         let mut buf = self.buf.borrow_mut();
-        if buf.staged == 0 && buf.records.is_empty() {
+        if buf.len() == 0 {
             return Ok(());
         }
         let mut b = std::mem::take(&mut *buf);
@@ -452,7 +448,7 @@ impl WriteTxn {
         let mut txn = self.txn;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            if self.next_id_dirty {
+            if self.next_id != self.stored_next_id {
                 meta.insert(META_NEXT_ID, self.next_id.to_le_bytes().as_slice())
                     .map_err(storage)?;
             }

@@ -65,21 +65,12 @@ fn writer_child() -> Result<()> {
     Ok(())
 }
 
-/// A small deterministic generator for kill delays (no dependency on `rand`).
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[test]
 fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("crash.redb");
     let exe = std::env::current_exe()?;
-    let mut seed = 0x5EED_u64;
+    let mut delays = customerdb::sample::SplitMix64::new(0x5EED);
     let mut total_committed = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
@@ -117,7 +108,7 @@ fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
         ready_rx
             .recv_timeout(Duration::from_secs(120))
             .expect("the child did not start");
-        std::thread::sleep(Duration::from_millis(10 + next(&mut seed) % 300));
+        std::thread::sleep(Duration::from_millis(10 + delays.below(300)));
         child.kill()?; // SIGKILL on Unix
         child.wait()?;
         let committed = reader.join().expect("reader thread");
