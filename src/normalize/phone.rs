@@ -72,8 +72,14 @@ pub(crate) fn normalize_phone(
         };
         clean(&folded)?
     };
-    let region = default_region.and_then(|r| r.parse::<Id>().ok());
-    if !dialable.starts_with('+') && region.is_none() {
+    let mut region = default_region.and_then(|r| r.parse::<Id>().ok());
+    let dialable = with_idd_as_plus(dialable, region);
+    // The region only reads national numbers. Given with an international one, the crate
+    // strips the *region's* trunk prefix from the dialled country's number (`+46 0...` read
+    // with US kept Sweden's trunk 0), so a number and its E.164 form could parse differently.
+    if dialable.starts_with('+') {
+        region = None;
+    } else if region.is_none() {
         return Err(Reason::PhoneNoRegion);
     }
     let number = phonenumber::parse(region, &dialable).map_err(|e| match e {
@@ -137,6 +143,23 @@ fn reread(dialable: &str, region: Option<Id>, first: &PhoneNumber) -> Option<(Ph
         }
     }
     None
+}
+
+/// Rewrites a number dialled with the region's international prefix (`011` from the US, `00`
+/// from most of Europe) as `+...`, so it is read as the international number it is.
+fn with_idd_as_plus(dialable: String, region: Option<Id>) -> String {
+    if dialable.starts_with('+') {
+        return dialable;
+    }
+    let idd = region
+        .and_then(|r| DATABASE.by_id(r.as_ref()))
+        .and_then(|m| m.international_prefix())
+        .and_then(|re| re.find(&dialable))
+        .filter(|m| m.start() == 0 && m.end() < dialable.len());
+    match idd {
+        Some(m) => format!("+{}", &dialable[m.end()..]),
+        None => dialable,
+    }
 }
 
 /// Whether `s` is `+` and 2 to 15 ASCII digits, the first not zero.
@@ -209,6 +232,12 @@ fn split_extension(s: &str) -> Result<(&str, Option<String>), Reason> {
 /// the costly part; `is_valid` is the fallback because the crate's `number_type` drops the
 /// leading zero of Italian numbers.
 fn valid_type(number: &PhoneNumber) -> Option<Type> {
+    // `number_type` reads the national number without its leading zeros, but E.164 writes
+    // them back: with zeros, only a number valid *with* them may pass, or `+46 0 69696694`
+    // would be stored and read back as another number.
+    if number.national().zeros() > 0 && !number.is_valid() {
+        return None;
+    }
     match number.number_type(&DATABASE) {
         Type::Unknown => number.is_valid().then_some(Type::Unknown),
         t => Some(t),
@@ -231,6 +260,36 @@ mod tests {
 
     fn e164(raw: &str, region: Option<&str>) -> Result<String, Reason> {
         normalize_phone(raw, region).map(|p| p.e164)
+    }
+
+    /// Pinned from the normalize fuzz target and its review: E.164 output must parse back to
+    /// itself whatever the default region.
+    #[test]
+    fn e164_output_is_a_fixed_point_whatever_the_region() {
+        for (raw, region) in [
+            ("+46069696694", Some("US")),
+            ("+4600069696694", None),
+            ("+4600069696694", Some("GB")),
+            ("+44 (0)20 7946 0018", Some("US")),
+            ("011 44 20 7946 0018", Some("US")),
+        ] {
+            if let Ok(first) = e164(raw, region) {
+                assert_eq!(
+                    e164(&first, None).as_deref(),
+                    Ok(first.as_str()),
+                    "{raw} {region:?}"
+                );
+            }
+        }
+        assert_eq!(
+            e164("+44 (0)20 7946 0018", Some("US")).unwrap(),
+            "+442079460018"
+        );
+        assert_eq!(
+            e164("011 44 20 7946 0018", Some("US")).unwrap(),
+            "+442079460018"
+        );
+        assert_eq!(e164("+4600069696694", None), Err(Reason::PhoneInvalid));
     }
 
     #[test]
