@@ -157,30 +157,28 @@ impl Error {
         self.inner.kind
     }
 
-    /// For an [`ErrorKind::Invalid`] error, places its field under `parent`: a `postcode` error
-    /// raised while reading the second address becomes `addresses[1].postcode`.
+    /// For an [`ErrorKind::Invalid`] error raised while reading one value of a record, names
+    /// the field by its place in the record: an error about the whole value (its field is
+    /// `whole`, or empty) takes `path`; one about a part goes under it. So `email` becomes
+    /// `emails[1]`, and an address's `postcode` becomes `addresses[1].postcode`.
     #[must_use]
-    pub(crate) fn in_field(mut self, parent: &str) -> Self {
+    pub(crate) fn within(mut self, whole: &str, path: &str) -> Self {
         if let ErrorKind::Invalid { field, .. } = &mut self.inner.kind {
-            *field = if field.is_empty() {
-                parent.to_owned()
+            *field = if field.is_empty() || field == whole {
+                path.to_owned()
             } else if field.starts_with('[') {
-                format!("{parent}{field}")
+                format!("{path}{field}")
             } else {
-                format!("{parent}.{field}")
+                format!("{path}.{field}")
             };
         }
         self
     }
 
-    /// For an [`ErrorKind::Invalid`] error about a whole value (an email, a phone, a tag),
-    /// names the field by its place in the record instead: `email` becomes `emails[1]`.
+    /// [`Error::within`] for a value whose errors name only its parts.
     #[must_use]
-    pub(crate) fn at(mut self, path: String) -> Self {
-        if let ErrorKind::Invalid { field, .. } = &mut self.inner.kind {
-            *field = path;
-        }
-        self
+    pub(crate) fn in_field(self, parent: &str) -> Self {
+        self.within("", parent)
     }
 
     /// A short, stable, machine-readable name of the kind (`invalid`, `conflict`, ...).

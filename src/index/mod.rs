@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     AttributeType, AttributeValue, CountryCode, Email, Phone, Record, Schema, Stage,
 };
-use crate::normalize::{fold_key, phonetic_keys};
+use crate::normalize::{fold_key, name_key, phonetic_keys, postcode_key};
 
 /// A secondary index.
 ///
@@ -324,16 +324,9 @@ fn standardise_text(index: &Index, s: &str, region: Option<CountryCode>) -> Resu
         Index::Postcode => vec![postcode_key(s)],
         Index::Stage => vec![s.trim().to_ascii_lowercase()],
         Index::ExternalId => vec![s.to_owned()],
+        Index::FamilyName | Index::GivenName => vec![name_key(s)],
         _ => vec![fold_key(s)],
     })
-}
-
-/// The postcode index key: upper case, spaces removed.
-pub(crate) fn postcode_key(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_whitespace())
-        .flat_map(char::to_uppercase)
-        .collect()
 }
 
 /// Appends a lookup value's encoding, checking it suits the index.
@@ -402,6 +395,7 @@ pub(crate) fn key_ranges(
                 Index::Postcode => postcode_key(p),
                 Index::Country => p.trim().to_ascii_uppercase(),
                 Index::ExternalId => p.clone(),
+                Index::FamilyName | Index::GivenName => name_key(p),
                 _ => fold_key(p),
             };
             let mut k = head;

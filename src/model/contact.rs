@@ -12,9 +12,7 @@ use std::str::FromStr;
 use phonenumber::Type;
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::{
-    self, EmailOptions, MAX_TEXT_LEN, Reason, check_text, fold_key, name_key, phonetic_keys,
-};
+use crate::normalize::{self, EmailOptions, MAX_TEXT_LEN, Reason, check_text, fold_key, name_key};
 use crate::{Error, Result};
 
 /// The most lines an address may have.
@@ -494,7 +492,11 @@ impl PersonName {
         let key = |part: &Option<String>| part.as_deref().map(name_key).filter(|k| !k.is_empty());
         let given_key = key(&given);
         let family_key = key(&family);
-        let family_phonetic = family.as_deref().map(phonetic_keys).unwrap_or_default();
+        // The family key keeps the letters the phonetic codes are made of: fold once.
+        let family_phonetic = family_key
+            .as_deref()
+            .map(normalize::phonetic_codes)
+            .unwrap_or_default();
         PersonName {
             display,
             prefix,
@@ -647,12 +649,12 @@ impl Address {
         }
         let mut lines = Vec::with_capacity(parts.lines.len());
         for (i, line) in parts.lines.into_iter().enumerate() {
-            let cleaned = normalize::optional_text(Some(&line), MAX_TEXT_LEN, false)
+            let cleaned = normalize::optional_text(Some(&line))
                 .map_err(|reason| Error::invalid(format!("lines[{i}]"), line, reason))?;
             lines.extend(cleaned);
         }
         let text = |field: &str, value: Option<&String>| {
-            normalize::optional_text(value.map(String::as_str), MAX_TEXT_LEN, false)
+            normalize::optional_text(value.map(String::as_str))
                 .map_err(|reason| Error::invalid(field, value.map_or("", String::as_str), reason))
         };
         let locality = text("locality", parts.locality.as_ref())?;
@@ -674,12 +676,10 @@ impl Address {
             && postcode.is_none()
             && country.is_none()
         {
-            return Err(Error::invalid("", "", Reason::Empty));
+            return Err(Error::invalid("address", "", Reason::Empty));
         }
         let locality_key = locality.as_deref().map(fold_key).filter(|k| !k.is_empty());
-        let postcode_key = postcode
-            .as_deref()
-            .map(|p| p.chars().filter(|c| !c.is_whitespace()).collect::<String>());
+        let postcode_key = postcode.as_deref().map(normalize::postcode_key);
         Ok(Address {
             lines,
             locality,

@@ -13,10 +13,7 @@ use super::contact::{
 };
 use super::id::CustomerId;
 use crate::error::{Error, Result};
-use crate::normalize::{Reason, clean_display, fold_key};
-
-/// Longest free-text field accepted (organisation, owner, tag, ...), in bytes.
-const MAX_TEXT: usize = 1024;
+use crate::normalize::{self, MAX_TEXT_LEN, Reason, clean_display, fold_key};
 
 /// Where a customer is in its relationship with the business.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -164,22 +161,13 @@ impl fmt::Display for ExternalId {
     }
 }
 
-/// Refuses empty, over-long or control-character text; `cleaned` is the value to be stored.
+/// Refuses what [`normalize::check_text`](crate::normalize) refuses in `raw` (over-long,
+/// control, format or private-use characters), and an empty `cleaned` (the value to be stored).
 fn check_text(field: &str, raw: &str, cleaned: &str) -> Result<()> {
     if cleaned.is_empty() {
         return Err(Error::invalid(field, raw, Reason::Empty));
     }
-    if cleaned.len() > MAX_TEXT {
-        return Err(Error::invalid(
-            field,
-            raw,
-            Reason::TooLong { max: MAX_TEXT },
-        ));
-    }
-    if cleaned.chars().any(char::is_control) {
-        return Err(Error::invalid(field, raw, Reason::ControlCharacter));
-    }
-    Ok(())
+    normalize::check_text(raw, MAX_TEXT_LEN).map_err(|reason| Error::invalid(field, raw, reason))
 }
 
 /// The accepted value, or `None` once `sink` has taken the error of a refused one; `sink`
@@ -191,24 +179,16 @@ fn accept<T>(r: Result<T>, sink: &mut dyn FnMut(Error) -> Result<()>) -> Result<
     }
 }
 
-/// An optional free-text field, cleaned ([`clean_optional`]) and passed through [`accept`].
+/// An optional free-text field, checked and cleaned by [`normalize::optional_text`]
+/// (`None` when blank), then passed through [`accept`].
 fn optional_text(
     field: &str,
-    raw: Option<String>,
+    raw: Option<&str>,
     sink: &mut dyn FnMut(Error) -> Result<()>,
 ) -> Result<Option<String>> {
-    let Some(raw) = raw else { return Ok(None) };
-    Ok(accept(clean_optional(field, &raw), sink)?.flatten())
-}
-
-/// Cleans a free-text field for display: trimmed, whitespace collapsed; empty becomes `None`.
-fn clean_optional(field: &str, raw: &str) -> Result<Option<String>> {
-    let cleaned = clean_display(raw);
-    if cleaned.is_empty() {
-        return Ok(None);
-    }
-    check_text(field, raw, &cleaned)?;
-    Ok(Some(cleaned))
+    let r = normalize::optional_text(raw)
+        .map_err(|reason| Error::invalid(field, raw.unwrap_or_default(), reason));
+    Ok(accept(r, sink)?.flatten())
 }
 
 /// A customer's data, standardised: what the host supplies and reads back.
@@ -569,11 +549,12 @@ impl CustomerBuilder {
             )?;
         }
         for (i, raw) in self.emails.iter().enumerate() {
-            let r = Email::parse(raw).map_err(|e| e.at(format!("emails[{i}]")));
+            let r = Email::parse(raw).map_err(|e| e.within("email", &format!("emails[{i}]")));
             c.emails.extend(accept(r, sink)?);
         }
         for (i, parts) in self.addresses.into_iter().enumerate() {
-            let r = Address::parse(parts).map_err(|e| e.in_field(&format!("addresses[{i}]")));
+            let r =
+                Address::parse(parts).map_err(|e| e.within("address", &format!("addresses[{i}]")));
             c.addresses.extend(accept(r, sink)?);
         }
         // National numbers are read with the most specific region known.
@@ -583,11 +564,12 @@ impl CustomerBuilder {
             .find_map(Address::country)
             .or(default_region);
         if let Some(raw) = &self.phone_region {
-            let r = CountryCode::parse(raw).map_err(|e| e.at("phone_region".to_owned()));
+            let r = CountryCode::parse(raw).map_err(|e| e.within("country", "phone_region"));
             region = accept(r, sink)?.or(region);
         }
         for (i, (raw, kind)) in self.phones.iter().enumerate() {
-            let r = Phone::parse(raw, region).map_err(|e| e.at(format!("phones[{i}]")));
+            let r =
+                Phone::parse(raw, region).map_err(|e| e.within("phone", &format!("phones[{i}]")));
             if let Some(p) = accept(r, sink)? {
                 c.phones.push(match kind {
                     Some(k) => p.with_kind(*k),
@@ -597,12 +579,12 @@ impl CustomerBuilder {
         }
         c.birth_date = self.birth_date;
         c.gender = self.gender.as_deref().map(Gender::parse);
-        c.organization = optional_text("organization", self.organization, sink)?;
-        c.job_title = optional_text("job_title", self.job_title, sink)?;
-        c.source = optional_text("source", self.source, sink)?;
-        c.owner = optional_text("owner", self.owner, sink)?.map(|o| fold_key(&o));
+        c.organization = optional_text("organization", self.organization.as_deref(), sink)?;
+        c.job_title = optional_text("job_title", self.job_title.as_deref(), sink)?;
+        c.source = optional_text("source", self.source.as_deref(), sink)?;
+        c.owner = optional_text("owner", self.owner.as_deref(), sink)?.map(|o| fold_key(&o));
         for (i, raw) in self.tags.iter().enumerate() {
-            let r = Tag::parse(raw).map_err(|e| e.at(format!("tags[{i}]")));
+            let r = Tag::parse(raw).map_err(|e| e.within("tag", &format!("tags[{i}]")));
             c.tags.extend(accept(r, sink)?);
         }
         c.stage = self.stage;

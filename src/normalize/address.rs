@@ -201,6 +201,20 @@ fn ie(s: &str) -> Option<String> {
     (routing_ok && unique_ok).then(|| format!("{} {}", &s[..3], &s[3..]))
 }
 
+/// The postcode's key for indexing and lookups: upper case, whitespace removed, so
+/// `sw1a 2aa` and `SW1A2AA` meet.
+///
+/// ```
+/// assert_eq!(customerdb::normalize::postcode_key(" sw1a 2aa"), "SW1A2AA");
+/// ```
+pub fn postcode_key(postcode: &str) -> String {
+    postcode
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,8 +84,6 @@ pub(crate) struct NormalizedEmail {
     pub normalized: String,
     /// `local@domain` with the domain in IDNA ASCII form.
     pub ascii: String,
-    /// The length in bytes of the local part within `normalized`.
-    pub local_len: usize,
     /// The provider-aware matching key.
     pub match_key: String,
 }
@@ -133,7 +131,6 @@ pub(crate) fn normalize_email(
     Ok(NormalizedEmail {
         normalized,
         ascii,
-        local_len: local.len(),
         match_key,
     })
 }
@@ -354,7 +351,9 @@ fn validate_domain(domain: &str, allow_test: bool) -> Result<(String, String), R
     let ascii = ascii.into_owned();
     check_labels(&ascii)?;
     if ascii.len() > MAX_DOMAIN_LEN {
-        return Err(Reason::TooLong { max: MAX_EMAIL_LEN });
+        return Err(Reason::TooLong {
+            max: MAX_DOMAIN_LEN,
+        });
     }
     if ascii.split('.').any(|label| label.len() > MAX_LABEL_LEN) {
         return Err(Reason::EmailDomainLabel);

@@ -112,7 +112,7 @@ mod phone;
 mod reason;
 mod text;
 
-pub use address::MAX_POSTCODE_LEN;
+pub use address::{MAX_POSTCODE_LEN, postcode_key};
 pub use email::{EmailOptions, MAX_EMAIL_LEN, MAX_LOCAL_LEN};
 pub use phone::MAX_PHONE_LEN;
 pub use reason::Reason;
@@ -123,4 +123,4 @@ pub(crate) use country::lookup_country;
 pub(crate) use email::normalize_email;
 pub(crate) use name::{clean_name_text, split_name};
 pub(crate) use phone::normalize_phone;
-pub(crate) use text::{check_text, optional_text};
+pub(crate) use text::{check_text, optional_text, phonetic_codes};

@@ -32,11 +32,17 @@ const PARTICLES: [&str; 27] = [
 /// A name split into its parts, each already cleaned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct SplitName {
+    /// The whole name as entered, display-cleaned.
     pub display: String,
+    /// Titles before the name (`Dr.`, `Mrs`).
     pub prefix: Option<String>,
+    /// The given name.
     pub given: Option<String>,
+    /// Middle names or initials.
     pub middle: Option<String>,
+    /// The family name, with its particles (`van der Berg`).
     pub family: Option<String>,
+    /// Generational or professional suffixes (`Jr.`, `PhD`).
     pub suffix: Option<String>,
 }
 
@@ -154,7 +160,8 @@ pub(crate) fn split_name(full: &str) -> Result<SplitName, Reason> {
         }
         [given, rest @ ..] => {
             // The last word plus any lower-case particles before it form the family name.
-            let mut start = rest.len() - 1;
+            // `rest` is not empty (one word is the arm above), but do not lean on arm order.
+            let mut start = rest.len().saturating_sub(1);
             while start > 0 && is_particle(rest[start - 1]) {
                 start -= 1;
             }

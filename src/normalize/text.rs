@@ -24,6 +24,23 @@ pub const MAX_TEXT_LEN: usize = 1024;
 /// assert_eq!(fold_key("García-López"), "garcia-lopez");
 /// ```
 pub fn fold_key(s: &str) -> String {
+    // Most keys are plain ASCII, where every Unicode step below is the identity but for
+    // lower-casing: one pass, one allocation.
+    if s.is_ascii() {
+        let mut out = String::with_capacity(s.len());
+        for word in s.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.extend(word.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        }
+        return out;
+    }
+    fold_key_unicode(s)
+}
+
+/// [`fold_key`] for any text.
+fn fold_key_unicode(s: &str) -> String {
     // Letters are decomposed and their marks dropped *before* the letters without a
     // decomposition are mapped: `ǿ` decomposes to `ø` + acute, and mapping first would leave
     // an `ø` that a second folding turns into `o` (found by the normalize fuzz target).
@@ -63,14 +80,23 @@ pub fn fold_key(s: &str) -> String {
 pub fn name_key(s: &str) -> String {
     let folded = fold_key(s);
     let mut out = String::with_capacity(folded.len());
+    // Separators become one space between words, and none at either end.
+    let mut gap = false;
     for c in folded.chars() {
         match c {
             '\'' | '’' | '‘' | 'ʼ' | '`' | '´' | 'ʻ' => {}
-            '-' | '‐' | '‑' | '‒' | '–' | '—' | '.' => out.push(' '),
-            _ => out.push(c),
+            '-' | '‐' | '‑' | '‒' | '–' | '—' | '.' => gap = true,
+            c if c.is_whitespace() => gap = true,
+            c => {
+                if gap && !out.is_empty() {
+                    out.push(' ');
+                }
+                gap = false;
+                out.push(c);
+            }
         }
     }
-    collapse_whitespace(&out)
+    out
 }
 
 /// Double Metaphone codes of a text: the primary code, then the alternate code when it
@@ -84,11 +110,14 @@ pub fn name_key(s: &str) -> String {
 /// assert!(phonetic_keys("123").is_empty());
 /// ```
 pub fn phonetic_keys(s: &str) -> Vec<String> {
+    phonetic_codes(&fold_key(s))
+}
+
+/// [`phonetic_keys`] of a text already folded by [`fold_key`] or [`name_key`] (both keep the
+/// same letters), so a name folded for its key is not folded again.
+pub(crate) fn phonetic_codes(folded: &str) -> Vec<String> {
     // The Double Metaphone port slices by byte offset, so only ASCII may reach it.
-    let letters: String = fold_key(s)
-        .chars()
-        .filter(char::is_ascii_alphabetic)
-        .collect();
+    let letters: String = folded.chars().filter(char::is_ascii_alphabetic).collect();
     if letters.is_empty() {
         return Vec::new();
     }
@@ -97,11 +126,11 @@ pub fn phonetic_keys(s: &str) -> Vec<String> {
     let primary = codes.primary();
     let alternate = codes.alternate();
     let mut keys = Vec::with_capacity(2);
-    if !primary.is_empty() {
-        keys.push(primary.clone());
-    }
     if !alternate.is_empty() && alternate != primary {
         keys.push(alternate);
+    }
+    if !primary.is_empty() {
+        keys.insert(0, primary);
     }
     keys
 }
@@ -181,24 +210,13 @@ pub(crate) fn check_text(s: &str, max: usize) -> Result<(), Reason> {
     Ok(())
 }
 
-/// Checks and cleans an optional free-text value: `None` when it is blank.
-pub(crate) fn optional_text(
-    s: Option<&str>,
-    max: usize,
-    nfkc: bool,
-) -> Result<Option<String>, Reason> {
+/// Checks ([`check_text`], at most [`MAX_TEXT_LEN`] bytes) and cleans ([`clean_display`]) an
+/// optional free-text value: `None` when it is blank.
+pub(crate) fn optional_text(s: Option<&str>) -> Result<Option<String>, Reason> {
     let Some(s) = s else { return Ok(None) };
-    check_text(s, max)?;
-    let cleaned = if nfkc {
-        clean_display(&s.nfkc().collect::<String>())
-    } else {
-        clean_display(s)
-    };
-    Ok(if cleaned.is_empty() {
-        None
-    } else {
-        Some(cleaned)
-    })
+    check_text(s, MAX_TEXT_LEN)?;
+    let cleaned = clean_display(s);
+    Ok((!cleaned.is_empty()).then_some(cleaned))
 }
 
 #[cfg(test)]
@@ -261,5 +279,27 @@ mod tests {
         let once = fold_key("\0\0\u{1ff}\u{1f8}((");
         assert_eq!(fold_key(&once), once);
         assert_eq!(once, "\0\0on((");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_fast_path_folds_like_the_general_path(s in "[ -~\t\n\r\x0b\x0c]{0,24}") {
+            proptest::prop_assert_eq!(fold_key(&s), fold_key_unicode(&s));
+        }
+
+        #[test]
+        fn name_key_is_fold_key_without_name_punctuation(s in "\\PC{0,16}") {
+            let mapped: String = fold_key(&s)
+                .chars()
+                .filter(|c| !matches!(c, '\'' | '’' | '‘' | 'ʼ' | '`' | '´' | 'ʻ'))
+                .map(|c| if matches!(c, '-' | '‐' | '‑' | '‒' | '–' | '—' | '.') { ' ' } else { c })
+                .collect();
+            proptest::prop_assert_eq!(name_key(&s), collapse_whitespace(&mapped));
+        }
+
+        #[test]
+        fn phonetic_codes_of_a_name_key_are_the_phonetic_keys(s in "\\PC{0,16}") {
+            proptest::prop_assert_eq!(phonetic_codes(&name_key(&s)), phonetic_keys(&s));
+        }
     }
 }

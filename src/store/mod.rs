@@ -264,7 +264,7 @@ impl StoreBuilder {
         let default_region = self
             .default_region
             .as_deref()
-            .map(|r| CountryCode::parse(r).map_err(|e| e.at("default_region".to_owned())))
+            .map(|r| CountryCode::parse(r).map_err(|e| e.within("country", "default_region")))
             .transpose()?;
         let mut builder = redb::Database::builder();
         if let Some(bytes) = self.cache_size {

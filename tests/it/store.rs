@@ -353,3 +353,24 @@ fn lenient_build_keeps_valid_fields_and_reports_the_rest() {
         .collect();
     assert_eq!(fields, ["emails[1]", "phones[1]"]);
 }
+
+#[test]
+fn name_lookups_fold_the_way_names_are_stored() -> Result<()> {
+    let store = Store::in_memory()?;
+    let mut tx = store.begin_write()?;
+    let id = tx.insert(
+        Customer::builder()
+            .given_name("Mary-Jane")
+            .family_name("O’Brien"),
+    )?;
+    for typed in ["O'Brien", "OBrien", "o’brien"] {
+        assert_eq!(
+            tx.ids(&Index::FamilyName, &Scan::eq(typed))?,
+            vec![id],
+            "{typed}"
+        );
+    }
+    assert_eq!(tx.ids(&Index::FamilyName, &Scan::prefix("O'B"))?, vec![id]);
+    assert_eq!(tx.ids(&Index::GivenName, &Scan::eq("mary jane"))?, vec![id]);
+    Ok(())
+}
