@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::model::CustomerId;
+use crate::model::{ActivityId, CustomerId};
 use crate::normalize::Reason;
 
 /// A `Result` whose error is [`Error`].
@@ -31,6 +31,8 @@ struct Inner {
 pub enum ErrorKind {
     /// No customer has this id.
     NotFound(CustomerId),
+    /// No activity has this id.
+    ActivityNotFound(ActivityId),
     /// A value was refused by standardisation; nothing of the record was stored.
     Invalid {
         /// Which field, as a path into the record (`emails[1]`, `addresses[0].postcode`).
@@ -185,6 +187,7 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self.kind() {
             ErrorKind::NotFound(_) => "not_found",
+            ErrorKind::ActivityNotFound(_) => "activity_not_found",
             ErrorKind::Invalid { .. } => "invalid",
             ErrorKind::Conflict { .. } => "conflict",
             ErrorKind::UnknownAttribute { .. } => "unknown_attribute",
@@ -203,6 +206,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind() {
             ErrorKind::NotFound(id) => write!(f, "no customer with id {id}"),
+            ErrorKind::ActivityNotFound(id) => write!(f, "no activity with id {id}"),
             ErrorKind::Invalid {
                 field,
                 value,

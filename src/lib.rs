@@ -48,13 +48,17 @@ mod store;
 pub use error::{Error, ErrorKind, Result};
 pub use index::{Index, Scan, Value};
 pub use model::{
-    Address, AddressParts, AttributeDef, AttributeType, AttributeValue, Channel, Consent,
-    ConsentStatus, CountryCode, Customer, CustomerBuilder, CustomerId, Email, ExternalId, Gender,
-    IntoCustomer, NameParts, PersonName, Phone, PhoneKind, Record, Schema, Stage, Tag,
+    Activity, ActivityId, ActivityKind, ActivityRecord, ActivityType, Address, AddressParts,
+    AttributeDef, AttributeType, AttributeValue, Channel, Consent, ConsentStatus, CountryCode,
+    Currency, Customer, CustomerBuilder, CustomerId, Direction, Email, ExternalId, Gender,
+    Interaction, InteractionChannel, IntoCustomer, LineItem, MAX_NOTE_LEN, Metrics, NameParts,
+    PersonName, Phone, PhoneKind, Purchase, Record, Rfm, Schema, Stage, Tag, TicketEvent,
+    TicketStatus,
 };
 pub use store::codec::FORMAT_VERSION;
 pub use store::{
-    Clock, Customers, Durability, Problem, Read, ReadTxn, Store, StoreBuilder, UniqueKey, Upsert,
+    ActivityQuery, Change, Clock, Compaction, Customers, Durability, FieldChange, Notification,
+    Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription, UniqueKey, Upsert,
     VerifyReport, WriteTxn,
 };
 

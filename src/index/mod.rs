@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    AttributeType, AttributeValue, CountryCode, Email, Phone, Record, Schema, Stage,
+    AttributeType, AttributeValue, CountryCode, Email, Metrics, Phone, Record, Schema, Stage,
 };
 use crate::normalize::{fold_key, name_key, phonetic_keys, postcode_key};
 
@@ -55,16 +55,28 @@ pub enum Index {
     CreatedAt,
     /// When the customer was last written.
     UpdatedAt,
+    /// Metric: orders ([`Metrics::order_count`]). Customers without activities have no entry.
+    OrderCount,
+    /// Metric: spend in the base currency ([`Metrics::total_spend`]), when it is known.
+    TotalSpend,
+    /// Metric: the first purchase.
+    FirstPurchase,
+    /// Metric: the latest purchase.
+    LastPurchase,
+    /// Metric: the latest interaction.
+    LastInteraction,
+    /// Metric: open tickets.
+    OpenTickets,
     /// A custom attribute declared as indexed.
     Attribute(String),
 }
 
-/// Tag of the first custom-attribute index; built-in indexes use 1 to 15.
+/// Tag of the first custom-attribute index; built-in indexes use 1 to 21.
 pub(crate) const FIRST_ATTRIBUTE_TAG: u16 = 0x0100;
 
 impl Index {
     /// The built-in indexes, in tag order.
-    pub const BUILTIN: [Index; 15] = [
+    pub const BUILTIN: [Index; 21] = [
         Index::Email,
         Index::ExternalId,
         Index::Phone,
@@ -80,6 +92,22 @@ impl Index {
         Index::BirthDate,
         Index::CreatedAt,
         Index::UpdatedAt,
+        Index::OrderCount,
+        Index::TotalSpend,
+        Index::FirstPurchase,
+        Index::LastPurchase,
+        Index::LastInteraction,
+        Index::OpenTickets,
+    ];
+
+    /// The indexes of the derived metrics, kept from the timeline rather than the record.
+    pub const METRICS: [Index; 6] = [
+        Index::OrderCount,
+        Index::TotalSpend,
+        Index::FirstPurchase,
+        Index::LastPurchase,
+        Index::LastInteraction,
+        Index::OpenTickets,
     ];
 
     /// The index's name (`email`, `family_name`, ... or the attribute's name).
@@ -100,6 +128,12 @@ impl Index {
             Index::BirthDate => "birth_date",
             Index::CreatedAt => "created_at",
             Index::UpdatedAt => "updated_at",
+            Index::OrderCount => "order_count",
+            Index::TotalSpend => "total_spend",
+            Index::FirstPurchase => "first_purchase",
+            Index::LastPurchase => "last_purchase",
+            Index::LastInteraction => "last_interaction",
+            Index::OpenTickets => "open_tickets",
             Index::Attribute(name) => name,
         }
     }
@@ -135,6 +169,12 @@ impl Index {
             Index::BirthDate => 13,
             Index::CreatedAt => 14,
             Index::UpdatedAt => 15,
+            Index::OrderCount => TAG_ORDER_COUNT,
+            Index::TotalSpend => 17,
+            Index::FirstPurchase => 18,
+            Index::LastPurchase => 19,
+            Index::LastInteraction => 20,
+            Index::OpenTickets => 21,
             Index::Attribute(name) => {
                 return schema
                     .get(name)
@@ -163,7 +203,12 @@ impl Index {
     fn value_kind(&self, schema: &Schema) -> Result<AttributeType> {
         Ok(match self {
             Index::BirthDate => AttributeType::Date,
-            Index::CreatedAt | Index::UpdatedAt => AttributeType::Timestamp,
+            Index::CreatedAt
+            | Index::UpdatedAt
+            | Index::FirstPurchase
+            | Index::LastPurchase
+            | Index::LastInteraction => AttributeType::Timestamp,
+            Index::OrderCount | Index::TotalSpend | Index::OpenTickets => AttributeType::Integer,
             Index::Attribute(name) => match schema.get(name) {
                 Some(d) if d.is_indexed() => match d.ty {
                     AttributeType::TextList => AttributeType::Text,
@@ -571,6 +616,37 @@ pub(crate) fn attribute_postings(
     }
 }
 
+/// Tag of the first metric index; metric tags run from it to 21.
+pub(crate) const TAG_ORDER_COUNT: u16 = 16;
+
+/// The postings of customer `id`'s metrics, sorted. Tags 16 to 21, in [`Index::METRICS`] order.
+pub(crate) fn metric_postings(id: u64, m: &Metrics) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(6);
+    let mut put = |tag: u16, f: &dyn Fn(&mut Vec<u8>)| {
+        let mut k = Vec::with_capacity(2 + 8 + 8);
+        k.extend_from_slice(&tag.to_be_bytes());
+        f(&mut k);
+        key::put_u64(&mut k, id);
+        out.push(k);
+    };
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    put(TAG_ORDER_COUNT, &|k| key::put_i64(k, count(m.order_count)));
+    if let Some(total) = m.total_spend {
+        put(17, &|k| key::put_i64(k, total));
+    }
+    if let Some(t) = m.first_purchase {
+        put(18, &|k| key::put_timestamp(k, t));
+    }
+    if let Some(t) = m.last_purchase {
+        put(19, &|k| key::put_timestamp(k, t));
+    }
+    if let Some(t) = m.last_interaction {
+        put(20, &|k| key::put_timestamp(k, t));
+    }
+    put(21, &|k| key::put_i64(k, count(m.open_tickets)));
+    out
+}
+
 /// Splits a posting key into its tag and customer id.
 pub(crate) fn split_posting(k: &[u8]) -> Option<(u16, u64)> {
     let (tag, _) = k.split_first_chunk::<2>()?;
@@ -637,7 +713,7 @@ mod tests {
         assert!(e.postings.len() >= 6);
         for p in &e.postings {
             let (tag, id) = split_posting(p).unwrap();
-            assert!((1..=15).contains(&tag));
+            assert!((1..=15).contains(&tag), "record postings use tags 1 to 15");
             assert_eq!(id, 7);
         }
         assert_eq!(e.uniques.len(), 2);

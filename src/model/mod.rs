@@ -5,6 +5,7 @@
 //! A [`Customer`] is the data a host supplies; a [`Record`] is a customer as stored, with the id
 //! and timestamps the store assigns.
 
+mod activity;
 mod attribute;
 mod consent;
 mod contact;
@@ -12,6 +13,12 @@ mod customer;
 mod id;
 pub(crate) mod wire;
 
+pub use activity::{
+    Activity, ActivityId, ActivityKind, ActivityRecord, ActivityType, Currency, Direction,
+    Interaction, InteractionChannel, LineItem, MAX_NOTE_LEN, Metrics, Purchase, Rfm, TicketEvent,
+    TicketStatus,
+};
+pub(crate) use activity::{MetricState, Rates};
 pub(crate) use attribute::is_valid_name as attribute_name_is_valid;
 pub use attribute::{AttributeDef, AttributeType, AttributeValue, Schema};
 pub use consent::{Channel, Consent, ConsentStatus};

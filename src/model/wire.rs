@@ -80,6 +80,28 @@ pub(crate) mod opt_date {
     }
 }
 
+/// `Option<DateTime<Utc>>` through [`timestamp`].
+pub(crate) mod opt_timestamp {
+    use super::{DateTime, Deserialize, Deserializer, Serialize, Serializer, Utc};
+
+    #[derive(Serialize, Deserialize)]
+    struct Wrap(#[serde(with = "super::timestamp")] DateTime<Utc>);
+
+    #[allow(clippy::ref_option)] // serde's `with` hands us `&T`
+    pub(crate) fn serialize<S: Serializer>(
+        t: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        t.map(Wrap).serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        Ok(Option::<Wrap>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// `rust_decimal::Decimal` as its 16-byte form (binary) or a decimal string (readable).
 pub(crate) mod decimal {
     use super::{Deserialize, Deserializer, Serialize, Serializer};

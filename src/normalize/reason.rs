@@ -90,6 +90,9 @@ pub enum Reason {
     /// A name has no letters.
     NameNoLetters,
 
+    /// A currency is not an ISO 4217 code.
+    CurrencyUnknown,
+
     /// A postcode does not have the shape its country uses.
     PostcodeFormat {
         /// The country whose shape was expected (ISO 3166-1 alpha-2).
@@ -135,6 +138,7 @@ impl Reason {
             Reason::CountryFormat => "country_format",
             Reason::CountryUnassigned => "country_unassigned",
             Reason::NameNoLetters => "name_no_letters",
+            Reason::CurrencyUnknown => "currency_unknown",
             Reason::PostcodeFormat { .. } => "postcode_format",
         }
     }
@@ -197,6 +201,7 @@ impl fmt::Display for Reason {
                 f.write_str("the code is not an assigned ISO 3166-1 country")
             }
             Reason::NameNoLetters => f.write_str("the name has no letters"),
+            Reason::CurrencyUnknown => f.write_str("the currency is not an ISO 4217 code"),
             Reason::PostcodeFormat { country } => {
                 write!(f, "the postcode does not have the {country} shape")
             }

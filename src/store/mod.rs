@@ -4,7 +4,10 @@
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
 pub(crate) mod codec;
+mod history;
 mod read;
+mod subscribe;
+mod timeline;
 mod verify;
 mod write;
 
@@ -15,9 +18,12 @@ use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{CountryCode, Schema};
+use crate::model::{CountryCode, Currency, Rates, Schema};
 
+pub use history::{Change, FieldChange, Operation};
 pub use read::{Customers, Read, ReadTxn};
+pub use subscribe::{Notification, Subscription};
+pub use timeline::{ActivityQuery, Compaction};
 pub use verify::{Problem, VerifyReport};
 pub use write::{UniqueKey, Upsert, WriteTxn};
 
@@ -30,13 +36,71 @@ pub(crate) const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("un
 /// Store-wide values: format version, next id, schema.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// Byte-keyed tables beside the customers (keys are big-endian so they sort numerically).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// `customer ++ at ++ activity id -> codec(StoredActivity)`.
+    Activities,
+    /// `activity id -> activity key`.
+    ActivityIds,
+    /// `at ++ activity id -> customer`.
+    ActivityTime,
+    /// `customer -> codec(MetricState)`, for customers with activities.
+    Metrics,
+    /// `seq -> codec(history entry)`: the change feed.
+    History,
+    /// `customer ++ seq -> ()`.
+    CustomerHistory,
+}
+
+impl Table {
+    pub(crate) const ALL: [Table; 6] = [
+        Table::Activities,
+        Table::ActivityIds,
+        Table::ActivityTime,
+        Table::Metrics,
+        Table::History,
+        Table::CustomerHistory,
+    ];
+
+    pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(match self {
+            Table::Activities => "activities",
+            Table::ActivityIds => "activity_ids",
+            Table::ActivityTime => "activity_time",
+            Table::Metrics => "metrics",
+            Table::History => "history",
+            Table::CustomerHistory => "customer_history",
+        })
+    }
+}
+
 pub(crate) const META_FORMAT: &str = "format_version";
+pub(crate) const META_NEXT_SEQ: &str = "next_seq";
+pub(crate) const META_NEXT_ACTIVITY: &str = "next_activity";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 pub(crate) const META_SCHEMA: &str = "schema";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
     Error::with_source(ErrorKind::Storage, e.into())
+}
+
+/// Reads a little-endian `u64` counter from the meta table (`None` if absent).
+pub(crate) fn read_counter(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<Option<u64>> {
+    match meta.get(key).map_err(storage)? {
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .value()
+                .try_into()
+                .map_err(|_| Error::corrupted("counter", format!("{key} is not 8 bytes")))?;
+            Ok(Some(u64::from_le_bytes(bytes)))
+        }
+        None => Ok(None),
+    }
 }
 
 /// How hard a commit works to survive a crash.
@@ -69,6 +133,8 @@ pub(crate) struct Config {
     pub(crate) default_region: Option<CountryCode>,
     pub(crate) durability: Durability,
     pub(crate) clock: Clock,
+    pub(crate) rates: Arc<Rates>,
+    pub(crate) hub: Arc<subscribe::Hub>,
 }
 
 /// An embedded customer database.
@@ -146,9 +212,35 @@ impl Store {
         WriteTxn::new(txn, &self.inner.config)
     }
 
+    /// Begins the write transaction on behalf of `actor` (a user, a process): every change it
+    /// makes is recorded in history under that name.
+    pub fn begin_write_as(&self, actor: &str) -> Result<WriteTxn> {
+        let mut tx = self.begin_write()?;
+        tx.set_actor(actor)?;
+        Ok(tx)
+    }
+
+    /// Subscribes to committed changes. Each is delivered after its transaction commits, never
+    /// for one rolled back. At most `capacity` undelivered changes are queued; beyond that the
+    /// subscriber gets [`Notification::Lagged`] and reads what it missed from the change feed,
+    /// so a slow subscriber neither blocks writers nor grows memory. A transaction begun before
+    /// the first subscription publishes nothing.
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        self.inner.config.hub.subscribe(capacity)
+    }
+
+    /// Compacts history older than `before` (see [`WriteTxn::compact_history`]) in a
+    /// transaction of its own.
+    pub fn compact_history(&self, before: DateTime<Utc>) -> Result<Compaction> {
+        let mut tx = self.begin_write()?;
+        let done = tx.compact_history(before)?;
+        tx.commit()?;
+        Ok(done)
+    }
+
     /// Checks every record against every index, in both directions, on a snapshot.
     pub fn verify(&self) -> Result<VerifyReport> {
-        verify::verify(&self.begin_read()?)
+        verify::verify(&self.begin_read()?, &self.inner.config.rates)
     }
 
     fn from_db(db: redb::Database, config: Config) -> Result<Store> {
@@ -166,6 +258,9 @@ impl Store {
             txn.open_table(CUSTOMERS).map_err(storage)?;
             txn.open_table(POSTINGS).map_err(storage)?;
             txn.open_table(UNIQUES).map_err(storage)?;
+            for t in Table::ALL {
+                txn.open_table(t.def()).map_err(storage)?;
+            }
             let mut meta = txn.open_table(META).map_err(storage)?;
             let found = meta
                 .get(META_FORMAT)
@@ -211,6 +306,8 @@ pub struct StoreBuilder {
     default_region: Option<String>,
     durability: Durability,
     clock: Option<Clock>,
+    base_currency: Option<String>,
+    rates: Vec<(String, rust_decimal::Decimal)>,
 }
 
 impl Default for StoreBuilder {
@@ -220,6 +317,8 @@ impl Default for StoreBuilder {
             default_region: None,
             durability: Durability::Immediate,
             clock: None,
+            base_currency: None,
+            rates: Vec::new(),
         }
     }
 }
@@ -260,12 +359,40 @@ impl StoreBuilder {
         self
     }
 
+    /// The currency [`crate::Metrics::total_spend`] is counted in (ISO 4217).
+    pub fn base_currency(mut self, currency: &str) -> Self {
+        self.base_currency = Some(currency.to_owned());
+        self
+    }
+
+    /// How many whole units of the base currency one whole unit of `currency` is worth, for
+    /// [`crate::Metrics::total_spend`]. Rates are configuration, not data: reopening with other
+    /// rates leaves stored totals as they were until the customers' metrics are recomputed
+    /// ([`WriteTxn::recompute_metrics`]); `verify()` reports the difference meanwhile.
+    pub fn exchange_rate(mut self, currency: &str, rate: rust_decimal::Decimal) -> Self {
+        self.rates.push((currency.to_owned(), rate));
+        self
+    }
+
     fn config(self) -> Result<(redb::Builder, Config)> {
         let default_region = self
             .default_region
             .as_deref()
             .map(|r| CountryCode::parse(r).map_err(|e| e.within("country", "default_region")))
             .transpose()?;
+        let base = self
+            .base_currency
+            .as_deref()
+            .map(|c| Currency::parse(c).map_err(|e| e.within("currency", "base_currency")))
+            .transpose()?;
+        let mut rates = Rates {
+            base,
+            rates: std::collections::BTreeMap::new(),
+        };
+        for (cur, rate) in &self.rates {
+            let c = Currency::parse(cur).map_err(|e| e.within("currency", "exchange_rate"))?;
+            rates.rates.insert(c, *rate);
+        }
         let mut builder = redb::Database::builder();
         if let Some(bytes) = self.cache_size {
             builder.set_cache_size(bytes);
@@ -274,6 +401,8 @@ impl StoreBuilder {
             default_region,
             durability: self.durability,
             clock: self.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+            rates: Arc::new(rates),
+            hub: Arc::new(subscribe::Hub::default()),
         };
         Ok((builder, config))
     }

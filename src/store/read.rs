@@ -5,10 +5,21 @@ use std::sync::{Arc, OnceLock};
 
 use redb::{ReadOnlyTable, ReadableTable, ReadableTableMetadata};
 
-use super::{CUSTOMERS, Config, META, META_SCHEMA, POSTINGS, UNIQUES, codec, storage};
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+
+use super::history::Change;
+use super::timeline::ActivityQuery;
+use super::{CUSTOMERS, Config, META, META_SCHEMA, POSTINGS, Table, UNIQUES, codec, storage};
 use crate::error::{Error, Result};
 use crate::index::{self, Index, KeyRange, Scan};
-use crate::model::{CountryCode, CustomerId, Email, Record, Schema};
+use crate::model::{
+    ActivityId, ActivityRecord, CountryCode, Customer, CustomerId, Email, Metrics, Record, Schema,
+};
+
+/// Called with each key and value of a raw table scan; returns whether to go on.
+pub(crate) type RawVisitor<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool>;
 
 /// The operations a transaction offers its owner, implemented for [`ReadTxn`] and
 /// [`crate::WriteTxn`] by one shared code path over a private storage interface.
@@ -26,6 +37,21 @@ pub(crate) trait Backend {
     fn schema(&self) -> Result<Arc<Schema>>;
     /// The store's default phone region.
     fn region(&self) -> Option<CountryCode>;
+    /// Whether a customer has this id (without decoding its record).
+    fn has_record(&self, id: u64) -> Result<bool>;
+    /// The sequence number of the latest change.
+    fn last_seq(&self) -> Result<u64>;
+    /// The value of `key` in a byte-keyed table.
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Calls `f` with each entry of `range` in a byte-keyed table, in key order (or reversed),
+    /// until it returns `false`.
+    fn scan_raw(
+        &self,
+        table: Table,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        f: RawVisitor<'_>,
+    ) -> Result<()>;
 }
 
 pub(crate) mod sealed {
@@ -85,6 +111,79 @@ pub trait Read: sealed::Sealed {
 
     /// The custom attribute schema.
     fn schema(&self) -> Result<Schema>;
+
+    /// A customer's activities matching `query`, newest first unless the query says otherwise.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    /// use customerdb::{Activity, ActivityQuery, ActivityType, Currency, Customer, Read, Store};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write()?;
+    /// let id = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    /// let eur = Currency::parse("EUR")?;
+    /// for day in 1..=3 {
+    ///     let at = Utc.with_ymd_and_hms(2026, 5, day, 9, 0, 0).unwrap();
+    ///     tx.add_activity(id, Activity::purchase(at, 1_000 * i64::from(day), eur))?;
+    /// }
+    /// tx.add_activity(id, Activity::note(Utc.with_ymd_and_hms(2026, 5, 4, 9, 0, 0).unwrap(), "VIP"))?;
+    /// let newest = tx.timeline(id, &ActivityQuery::new().of_type(ActivityType::Purchase).limit(2))?;
+    /// assert_eq!(newest.len(), 2);
+    /// assert_eq!(newest[0].activity.at.format("%d").to_string(), "03");
+    /// let m = tx.metrics(id)?;
+    /// assert_eq!((m.order_count, m.total_spend), (3, Some(6_000)));
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn timeline(&self, customer: CustomerId, query: &ActivityQuery) -> Result<Vec<ActivityRecord>>;
+
+    /// Every customer's activities matching `query` (by time: "everything that happened
+    /// yesterday"), newest first unless the query says otherwise.
+    fn activities(&self, query: &ActivityQuery) -> Result<Vec<ActivityRecord>>;
+
+    /// The activity with this id.
+    fn activity(&self, id: ActivityId) -> Result<Option<ActivityRecord>>;
+
+    /// A customer's derived metrics.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn metrics(&self, customer: CustomerId) -> Result<Metrics>;
+
+    /// A customer's history, newest first: at most `limit` changes with a sequence number
+    /// below `before` (`None`: from the latest).
+    fn history(
+        &self,
+        customer: CustomerId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Change>>;
+
+    /// The customer as it was at `at`, rebuilt from history (`None` if it did not exist then,
+    /// or if history retention has compacted away the changes before `at`).
+    fn customer_as_of(&self, customer: CustomerId, at: DateTime<Utc>) -> Result<Option<Customer>>;
+
+    /// The change feed: at most `limit` changes with a sequence number above `since`, in order.
+    /// A consumer keeps the last `seq` it processed and resumes from it.
+    ///
+    /// ```
+    /// use customerdb::{Customer, Operation, Read, Store};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write_as("import-job")?;
+    /// let id = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    /// tx.commit()?;
+    /// let feed = store.begin_read()?.changes(0, 100)?;
+    /// assert_eq!(feed.len(), 1);
+    /// assert_eq!(feed[0].operation, Operation::Insert);
+    /// assert_eq!(feed[0].actor.as_deref(), Some("import-job"));
+    /// assert_eq!(feed[0].customer, Some(id));
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    fn changes(&self, since: u64, limit: usize) -> Result<Vec<Change>>;
+
+    /// The sequence number of the latest change (0 if none).
+    fn last_seq(&self) -> Result<u64>;
 }
 
 pub(crate) fn get(b: &impl Backend, id: CustomerId) -> Result<Option<Record>> {
@@ -172,6 +271,49 @@ macro_rules! impl_read {
             fn schema(&self) -> Result<Schema> {
                 Ok((*$crate::store::read::Backend::schema(self)?).clone())
             }
+            fn timeline(
+                &self,
+                customer: CustomerId,
+                query: &$crate::store::ActivityQuery,
+            ) -> Result<Vec<$crate::model::ActivityRecord>> {
+                $crate::store::timeline::timeline(self, customer, query)
+            }
+            fn activities(
+                &self,
+                query: &$crate::store::ActivityQuery,
+            ) -> Result<Vec<$crate::model::ActivityRecord>> {
+                $crate::store::timeline::activities(self, query)
+            }
+            fn activity(
+                &self,
+                id: $crate::model::ActivityId,
+            ) -> Result<Option<$crate::model::ActivityRecord>> {
+                $crate::store::timeline::activity(self, id)
+            }
+            fn metrics(&self, customer: CustomerId) -> Result<$crate::model::Metrics> {
+                $crate::store::timeline::metrics(self, customer)
+            }
+            fn history(
+                &self,
+                customer: CustomerId,
+                before: Option<u64>,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::Change>> {
+                $crate::store::timeline::history(self, customer, before, limit)
+            }
+            fn customer_as_of(
+                &self,
+                customer: CustomerId,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Option<$crate::model::Customer>> {
+                $crate::store::timeline::customer_as_of(self, customer, at)
+            }
+            fn changes(&self, since: u64, limit: usize) -> Result<Vec<$crate::store::Change>> {
+                $crate::store::timeline::changes(self, since, limit)
+            }
+            fn last_seq(&self) -> Result<u64> {
+                $crate::store::timeline::last_seq(self)
+            }
         }
     };
 }
@@ -196,6 +338,7 @@ pub struct ReadTxn {
     postings: ReadOnlyTable<&'static [u8], ()>,
     uniques: ReadOnlyTable<&'static [u8], u64>,
     meta: ReadOnlyTable<&'static str, &'static [u8]>,
+    raw: Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,
 }
@@ -213,6 +356,10 @@ impl ReadTxn {
             postings: txn.open_table(POSTINGS).map_err(storage)?,
             uniques: txn.open_table(UNIQUES).map_err(storage)?,
             meta: txn.open_table(META).map_err(storage)?,
+            raw: Table::ALL
+                .iter()
+                .map(|t| txn.open_table(t.def()).map_err(storage))
+                .collect::<Result<_>>()?,
             schema: OnceLock::new(),
             region: config.default_region,
         })
@@ -266,6 +413,10 @@ impl ReadTxn {
     pub(crate) fn raw_meta(&self) -> &ReadOnlyTable<&'static str, &'static [u8]> {
         &self.meta
     }
+
+    pub(crate) fn raw_table(&self, table: Table) -> &ReadOnlyTable<&'static [u8], &'static [u8]> {
+        &self.raw[table as usize]
+    }
 }
 
 /// Reads the schema from a meta table.
@@ -275,6 +426,24 @@ pub(crate) fn load_schema(
     match meta.get(META_SCHEMA).map_err(storage)? {
         Some(v) => codec::decode(v.value(), "schema"),
         None => Ok(Schema::default()),
+    }
+}
+
+/// Feeds `f` the entries of `range` in a byte-keyed table, until it returns `false`.
+pub(crate) fn scan_raw_table(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    reverse: bool,
+    f: RawVisitor<'_>,
+) -> Result<()> {
+    let mut it = table.range::<&[u8]>(range).map_err(storage)?;
+    loop {
+        let item = if reverse { it.next_back() } else { it.next() };
+        let Some(item) = item else { return Ok(()) };
+        let (k, v) = item.map_err(storage)?;
+        if !f(k.value(), v.value())? {
+            return Ok(());
+        }
     }
 }
 
@@ -339,6 +508,32 @@ impl Backend for ReadTxn {
 
     fn region(&self) -> Option<CountryCode> {
         self.region
+    }
+
+    fn has_record(&self, id: u64) -> Result<bool> {
+        Ok(self.customers.get(id).map_err(storage)?.is_some())
+    }
+
+    fn last_seq(&self) -> Result<u64> {
+        Ok(super::read_counter(&self.meta, super::META_NEXT_SEQ)?.map_or(0, |n| n - 1))
+    }
+
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .raw_table(table)
+            .get(key)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan_raw(
+        &self,
+        table: Table,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        reverse: bool,
+        f: RawVisitor<'_>,
+    ) -> Result<()> {
+        scan_raw_table(self.raw_table(table), range, reverse, f)
     }
 }
 

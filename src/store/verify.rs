@@ -10,10 +10,11 @@ use std::collections::HashMap;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::read::{Backend, ReadTxn, decode_record};
-use super::{META_NEXT_ID, storage};
+use super::timeline::{decode_activity, decode_metrics};
+use super::{META_NEXT_ACTIVITY, META_NEXT_ID, META_NEXT_SEQ, Table, read_counter, storage};
 use crate::error::{ErrorKind, Result};
 use crate::index::{self, Index};
-use crate::model::{CustomerId, Schema};
+use crate::model::{ActivityId, CustomerId, MetricState, Metrics, Rates, Record, Schema};
 
 /// One inconsistency found by [`crate::Store::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,40 @@ pub enum Problem {
         next_id: u64,
         /// The largest stored id.
         max_id: u64,
+    },
+    /// A customer's stored metrics differ from a recomputation from its timeline.
+    WrongMetrics {
+        /// The customer.
+        id: CustomerId,
+        /// As stored (`None`: no metrics stored).
+        stored: Option<Box<Metrics>>,
+        /// As recomputed (`None`: it has no activities).
+        expected: Option<Box<Metrics>>,
+    },
+    /// An activity (or one of its lookup entries) that is damaged, belongs to no customer, or
+    /// lacks or has an extra lookup entry.
+    BadActivity {
+        /// The activity, when its id can be read.
+        id: Option<ActivityId>,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A history entry that does not decode, or a per-customer history entry that does not
+    /// match the change feed.
+    BadHistory {
+        /// The sequence number.
+        seq: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// A counter (`next_seq`, `next_activity`) is not above every number it has handed out.
+    CounterBehind {
+        /// Which counter.
+        counter: &'static str,
+        /// Its value.
+        next: u64,
+        /// The largest number in use.
+        max: u64,
     },
 }
 
@@ -120,7 +155,7 @@ fn check_records(
                 continue;
             }
         };
-        let entries = index::entries(&rec, schema);
+        let entries = expected_entries(tx, &rec, schema);
         for p in &entries.postings {
             if tx
                 .raw_postings()
@@ -160,6 +195,21 @@ fn check_records(
     Ok((found_postings, found_uniques, max_id))
 }
 
+/// The entries a customer should have: its record's, and its stored metrics'. (Whether the
+/// metrics themselves are right is checked against the timeline separately.)
+fn expected_entries(tx: &ReadTxn, rec: &Record, schema: &Schema) -> index::Entries {
+    let mut e = index::entries(rec, schema);
+    let key = rec.id.as_u64().to_be_bytes();
+    if let Ok(Some(bytes)) = tx.get_raw(Table::Metrics, &key) {
+        if let Ok(state) = decode_metrics(&bytes) {
+            e.postings
+                .extend(index::metric_postings(rec.id.as_u64(), &state.metrics));
+            e.postings.sort_unstable();
+        }
+    }
+    e
+}
+
 /// The entries record `id` should have, from `cache` or computed into it.
 fn entries_of<'c>(
     cache: &'c mut HashMap<u64, Option<index::Entries>>,
@@ -173,12 +223,135 @@ fn entries_of<'c>(
             tx.record(id)
                 .ok()
                 .flatten()
-                .map(|r| index::entries(&r, schema))
+                .map(|r| expected_entries(tx, &r, schema))
         })
         .as_ref()
 }
 
-pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
+/// Checks the timeline: each activity's lookup entries, its customer, and every customer's
+/// metrics against a recomputation. Returns the largest activity id.
+fn check_timeline(tx: &ReadTxn, rates: &Rates, report: &mut VerifyReport) -> Result<u64> {
+    let mut max_id = 0u64;
+    let mut states = std::collections::BTreeMap::<u64, MetricState>::new();
+    let mut count = 0u64;
+    for item in tx.raw_table(Table::Activities).iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        count += 1;
+        let Ok(r) = decode_activity(k.value(), v.value()) else {
+            report.problems.push(Problem::BadActivity {
+                id: None,
+                what: "does not decode",
+            });
+            continue;
+        };
+        max_id = max_id.max(r.id.as_u64());
+        if !tx.has_record(r.customer.as_u64())? {
+            report.problems.push(Problem::BadActivity {
+                id: Some(r.id),
+                what: "belongs to no customer",
+            });
+        }
+        let by_id = tx.get_raw(Table::ActivityIds, &r.id.as_u64().to_be_bytes())?;
+        if by_id.as_deref() != Some(k.value()) {
+            report.problems.push(Problem::BadActivity {
+                id: Some(r.id),
+                what: "its id entry is missing or wrong",
+            });
+        }
+        let mut tkey = Vec::with_capacity(16);
+        index::key::put_timestamp(&mut tkey, r.activity.at);
+        index::key::put_u64(&mut tkey, r.id.as_u64());
+        let by_time = tx.get_raw(Table::ActivityTime, &tkey)?;
+        if by_time.as_deref() != Some(&r.customer.as_u64().to_be_bytes()[..]) {
+            report.problems.push(Problem::BadActivity {
+                id: Some(r.id),
+                what: "its time entry is missing or wrong",
+            });
+        }
+        states
+            .entry(r.customer.as_u64())
+            .or_default()
+            .add(r.id, &r.activity, rates);
+    }
+    for (table, what) in [
+        (Table::ActivityIds, "an id entry names no activity"),
+        (Table::ActivityTime, "a time entry names no activity"),
+    ] {
+        if tx.raw_table(table).len().map_err(storage)? != count {
+            report
+                .problems
+                .push(Problem::BadActivity { id: None, what });
+        }
+    }
+    // Every stored metrics row against its recomputation, and every recomputation against
+    // its row.
+    for item in tx.raw_table(Table::Metrics).iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let id = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
+        let stored = decode_metrics(v.value()).ok().map(|s| s.metrics);
+        let expected = states.remove(&id).map(|s| s.metrics);
+        if stored != expected {
+            report.problems.push(Problem::WrongMetrics {
+                id: CustomerId::from_u64(id),
+                stored: stored.map(Box::new),
+                expected: expected.map(Box::new),
+            });
+        }
+    }
+    for (id, state) in states {
+        report.problems.push(Problem::WrongMetrics {
+            id: CustomerId::from_u64(id),
+            stored: None,
+            expected: Some(Box::new(state.metrics)),
+        });
+    }
+    Ok(max_id)
+}
+
+/// Checks that every change decodes and the per-customer history matches the feed. Returns the
+/// largest sequence number.
+fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
+    let mut max_seq = 0u64;
+    let mut with_customer = 0u64;
+    for item in tx.raw_table(Table::History).iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let seq = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
+        max_seq = max_seq.max(seq);
+        match super::history::decode(seq, v.value()) {
+            Ok(c) => {
+                if let Some(customer) = c.customer {
+                    with_customer += 1;
+                    let mut ck = customer.as_u64().to_be_bytes().to_vec();
+                    ck.extend_from_slice(&seq.to_be_bytes());
+                    if tx.get_raw(Table::CustomerHistory, &ck)?.is_none() {
+                        report.problems.push(Problem::BadHistory {
+                            seq,
+                            what: "missing from its customer's history",
+                        });
+                    }
+                }
+            }
+            Err(_) => report.problems.push(Problem::BadHistory {
+                seq,
+                what: "does not decode",
+            }),
+        }
+    }
+    if tx
+        .raw_table(Table::CustomerHistory)
+        .len()
+        .map_err(storage)?
+        != with_customer
+    {
+        report.problems.push(Problem::BadHistory {
+            seq: 0,
+            what: "a customer history entry names no change of that customer",
+        });
+    }
+    Ok(max_seq)
+}
+
+pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
     let schema = tx.schema()?;
     let mut report = VerifyReport::default();
     let (found_postings, found_uniques, max_id) = check_records(tx, &schema, &mut report)?;
@@ -235,6 +408,19 @@ pub(crate) fn verify(tx: &ReadTxn) -> Result<VerifyReport> {
         report
             .problems
             .push(Problem::NextIdBehind { next_id, max_id });
+    }
+    let max_activity = check_timeline(tx, rates, &mut report)?;
+    let max_seq = check_history(tx, &mut report)?;
+    for (counter, key, max) in [
+        ("next_activity", META_NEXT_ACTIVITY, max_activity),
+        ("next_seq", META_NEXT_SEQ, max_seq),
+    ] {
+        let next = read_counter(tx.raw_meta(), key).ok().flatten().unwrap_or(1);
+        if max > 0 && next <= max {
+            report
+                .problems
+                .push(Problem::CounterBehind { counter, next, max });
+        }
     }
     Ok(report)
 }

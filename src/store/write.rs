@@ -12,16 +12,20 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::read::{Backend, decode_record, impl_read, load_schema, scan_table_ids};
+use super::history::{self, Change, FieldChange, Operation};
+use super::read::{
+    Backend, RawVisitor, decode_record, impl_read, load_schema, scan_raw_table, scan_table_ids,
+};
+use super::subscribe::Hub;
 use super::{
-    CUSTOMERS, Clock, Config, Durability, META, META_NEXT_ID, META_SCHEMA, POSTINGS, UNIQUES,
-    codec, storage,
+    CUSTOMERS, Clock, Config, Durability, META, META_NEXT_ACTIVITY, META_NEXT_ID, META_NEXT_SEQ,
+    META_SCHEMA, POSTINGS, Table, UNIQUES, codec, read_counter, storage,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::index::{self, Entries, FIRST_ATTRIBUTE_TAG, Index, KeyRange, Scan};
 use crate::model::{
-    AttributeDef, AttributeType, CountryCode, CustomerId, Email, ExternalId, IntoCustomer, Record,
-    Schema,
+    AttributeDef, AttributeType, CountryCode, CustomerId, Email, ExternalId, IntoCustomer, Rates,
+    Record, Schema,
 };
 
 /// Staged entries beyond which the buffers are applied early, bounding memory.
@@ -79,12 +83,47 @@ struct Buffers {
     /// when applied. Nothing reads postings without applying them first.
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
+    /// The byte-keyed tables, by [`Table`] order.
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 6],
+    /// History entries not yet written, in sequence order.
+    changes: Vec<Change>,
 }
 
 impl Buffers {
     /// Staged changes, counted for the flush threshold.
     fn len(&self) -> usize {
-        self.records.len() + self.postings.len() + self.uniques.len()
+        self.records.len()
+            + self.postings.len()
+            + self.uniques.len()
+            + self.raw.iter().map(BTreeMap::len).sum::<usize>()
+            + self.changes.len()
+    }
+}
+
+/// A counter the transaction advances, written back at commit only if it moved.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Counter {
+    next: u64,
+    stored: u64,
+}
+
+impl Counter {
+    fn new(stored: u64) -> Counter {
+        Counter {
+            next: stored,
+            stored,
+        }
+    }
+
+    /// Takes the next value.
+    pub(super) fn take(&mut self) -> u64 {
+        let v = self.next;
+        self.next += 1;
+        v
+    }
+
+    pub(super) fn peek(self) -> u64 {
+        self.next
     }
 }
 
@@ -97,50 +136,59 @@ impl Buffers {
 pub struct WriteTxn {
     txn: redb::WriteTransaction,
     buf: RefCell<Buffers>,
-    next_id: u64,
-    /// `next_id` as stored: written back at commit only if allocation moved it.
-    stored_next_id: u64,
+    next_id: Counter,
+    pub(super) next_seq: Counter,
+    pub(super) next_activity: Counter,
     schema: RefCell<Option<Arc<Schema>>>,
     schema_dirty: bool,
     durability: Option<Durability>,
     region: Option<CountryCode>,
     clock: Clock,
+    pub(super) rates: Arc<Rates>,
+    actor: Option<String>,
+    hub: Arc<Hub>,
+    /// Committed changes to hand to subscribers, kept only if there were any at begin.
+    publish: Option<RefCell<Vec<Change>>>,
 }
 
 impl std::fmt::Debug for WriteTxn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteTxn")
-            .field("next_id", &self.next_id)
+            .field("next_id", &self.next_id.peek())
+            .field("actor", &self.actor)
             .finish_non_exhaustive()
     }
 }
 
 impl WriteTxn {
     pub(crate) fn new(txn: redb::WriteTransaction, config: &Config) -> Result<WriteTxn> {
-        let next_id = {
+        let (next_id, next_seq, next_activity) = {
             let meta = txn.open_table(META).map_err(storage)?;
-            let v = meta.get(META_NEXT_ID).map_err(storage)?;
-            match v {
-                Some(v) => {
-                    let bytes: [u8; 8] = v
-                        .value()
-                        .try_into()
-                        .map_err(|_| Error::corrupted("next id", "not 8 bytes"))?;
-                    u64::from_le_bytes(bytes)
-                }
-                None => 1,
-            }
+            (
+                read_counter(&meta, META_NEXT_ID)?.unwrap_or(1),
+                read_counter(&meta, META_NEXT_SEQ)?.unwrap_or(1),
+                read_counter(&meta, META_NEXT_ACTIVITY)?.unwrap_or(1),
+            )
         };
+        let publish = config
+            .hub
+            .has_subscribers()
+            .then(|| RefCell::new(Vec::new()));
         Ok(WriteTxn {
             txn,
             buf: RefCell::new(Buffers::default()),
-            next_id,
-            stored_next_id: next_id,
+            next_id: Counter::new(next_id),
+            next_seq: Counter::new(next_seq),
+            next_activity: Counter::new(next_activity),
             schema: RefCell::new(None),
             schema_dirty: false,
             durability: None,
             region: config.default_region,
             clock: config.clock.clone(),
+            rates: config.rates.clone(),
+            actor: None,
+            hub: config.hub.clone(),
+            publish,
         })
     }
 
@@ -154,6 +202,42 @@ impl WriteTxn {
         self.durability = Some(durability);
     }
 
+    /// Names who makes this transaction's changes from here on, for history.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Invalid`] if the name is empty, too long or holds control characters.
+    pub fn set_actor(&mut self, actor: &str) -> Result<()> {
+        let cleaned = crate::normalize::optional_text(Some(actor))
+            .map_err(|r| Error::invalid("actor", actor, r))?
+            .ok_or_else(|| Error::invalid("actor", actor, crate::normalize::Reason::Empty))?;
+        self.actor = Some(cleaned);
+        Ok(())
+    }
+
+    /// The time now, by the store's clock.
+    pub(super) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
+    }
+
+    /// Appends a history entry, stamped `at`.
+    pub(super) fn log(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        customer: Option<CustomerId>,
+        operation: Operation,
+        fields: Vec<FieldChange>,
+    ) {
+        let change = Change {
+            seq: self.next_seq.take(),
+            at,
+            actor: self.actor.clone(),
+            customer,
+            operation,
+            fields,
+        };
+        self.buf.borrow_mut().changes.push(change);
+    }
+
     /// Inserts a new customer and returns the id the store allocated.
     ///
     /// # Errors
@@ -165,7 +249,7 @@ impl WriteTxn {
         let customer = customer.into_customer(self.region)?;
         let schema = self.schema_arc()?;
         schema.check(&customer.attributes)?;
-        let id = CustomerId::from_u64(self.next_id);
+        let id = CustomerId::from_u64(self.next_id.peek());
         let now = (self.clock)();
         let rec = Record {
             id,
@@ -177,8 +261,10 @@ impl WriteTxn {
         let new = index::entries(&rec, &schema);
         self.check_uniques(id, &new, None)?;
         let bytes = codec::encode(&rec)?;
-        self.next_id += 1;
+        let changed = history::diff(&history::Fields::new(), &history::fields(&rec.customer)?);
+        self.next_id.take();
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
+        self.log(now, Some(id), Operation::Insert, changed);
         Ok(id)
     }
 
@@ -205,7 +291,12 @@ impl WriteTxn {
         let new = index::entries(&rec, &schema);
         self.check_uniques(id, &new, Some(&old_entries))?;
         let bytes = codec::encode(&rec)?;
+        let changed = history::diff(
+            &history::fields(&old.customer)?,
+            &history::fields(&rec.customer)?,
+        );
         self.stage(id, Some(bytes), &old_entries, &new)?;
+        self.log(rec.updated_at, Some(id), Operation::Update, changed);
         Ok(rec)
     }
 
@@ -222,14 +313,19 @@ impl WriteTxn {
         }
     }
 
-    /// Removes customer `id` and all its index entries, returning what it was.
+    /// Removes customer `id`, all its index entries and all its activities, returning what it
+    /// was.
     pub fn remove(&mut self, id: CustomerId) -> Result<Option<Record>> {
         let Some(old) = self.record(id.as_u64())? else {
             return Ok(None);
         };
         let schema = self.schema_arc()?;
         let old_entries = index::entries(&old, &schema);
+        let changed = history::diff(&history::fields(&old.customer)?, &history::Fields::new());
+        self.remove_timeline(id)?;
         self.stage(id, None, &old_entries, &Entries::default())?;
+        let now = self.now();
+        self.log(now, Some(id), Operation::Remove, changed);
         Ok(Some(old))
     }
 
@@ -278,11 +374,26 @@ impl WriteTxn {
         // Values can exist only if the attribute was declared before; newly indexed, they need
         // their entries now.
         let build = existing.is_some() && old_slot.is_none() && slot.is_some();
-        schema.insert(AttributeDef {
+        let def = AttributeDef {
             name: name.to_owned(),
             ty,
             slot,
-        });
+        };
+        if existing != Some(&def) {
+            let after = serde_json::to_value(&def).map_err(|e| Error::corrupted("schema", e))?;
+            let now = self.now();
+            self.log(
+                now,
+                None,
+                Operation::AttributeDeclared,
+                vec![FieldChange {
+                    field: "attribute".to_owned(),
+                    before: None,
+                    after: Some(after),
+                }],
+            );
+        }
+        schema.insert(def);
         *self.schema.borrow_mut() = Some(Arc::new(schema));
         self.schema_dirty = true;
         if let (true, Some(slot)) = (build, slot) {
@@ -342,25 +453,7 @@ impl WriteTxn {
         {
             let mut buf = self.buf.borrow_mut();
             buf.records.insert(id.as_u64(), bytes);
-            // Both lists are sorted: walk them together, staging only what differs.
-            let (mut at_old, mut at_new) = (0, 0);
-            loop {
-                match (old.postings.get(at_old), new.postings.get(at_new)) {
-                    (Some(gone), Some(kept)) if gone == kept => {
-                        at_old += 1;
-                        at_new += 1;
-                    }
-                    (Some(gone), next) if next.is_none_or(|n| gone < n) => {
-                        buf.postings.push((gone.clone(), false));
-                        at_old += 1;
-                    }
-                    (_, Some(added)) => {
-                        buf.postings.push((added.clone(), true));
-                        at_new += 1;
-                    }
-                    _ => break,
-                }
-            }
+            stage_posting_diff(&mut buf.postings, &old.postings, &new.postings);
             for u in &old.uniques {
                 if !new.uniques.iter().any(|nu| nu.key == u.key) {
                     buf.uniques.insert(u.key.clone(), None);
@@ -374,6 +467,27 @@ impl WriteTxn {
             }
         }
         self.flush()
+    }
+
+    /// Stages the posting changes from `old` to `new` (both sorted) and flushes if the buffers
+    /// grew large.
+    pub(super) fn stage_postings(&self, old: &[Vec<u8>], new: &[Vec<u8>]) -> Result<()> {
+        let full = {
+            let mut buf = self.buf.borrow_mut();
+            stage_posting_diff(&mut buf.postings, old, new);
+            buf.len() >= FLUSH_THRESHOLD
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Stages a write (`Some`) or removal (`None`) in a byte-keyed table.
+    pub(super) fn put_raw(&self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        let full = {
+            let mut buf = self.buf.borrow_mut();
+            buf.raw[table as usize].insert(key, value);
+            buf.len() >= FLUSH_THRESHOLD
+        };
+        if full { self.flush() } else { Ok(()) }
     }
 
     fn schema_arc(&self) -> Result<Arc<Schema>> {
@@ -435,6 +549,30 @@ impl WriteTxn {
                 };
             }
         }
+        for c in &b.changes {
+            let bytes = history::encode(c)?;
+            b.raw[Table::History as usize].insert(c.seq.to_be_bytes().to_vec(), Some(bytes));
+            if let Some(customer) = c.customer {
+                let mut k = customer.as_u64().to_be_bytes().to_vec();
+                k.extend_from_slice(&c.seq.to_be_bytes());
+                b.raw[Table::CustomerHistory as usize].insert(k, Some(Vec::new()));
+            }
+        }
+        for (t, entries) in Table::ALL.iter().zip(&b.raw) {
+            if entries.is_empty() {
+                continue;
+            }
+            let mut table = self.txn.open_table(t.def()).map_err(storage)?;
+            for (k, v) in entries {
+                match v {
+                    Some(v) => table.insert(k.as_slice(), v.as_slice()).map_err(storage)?,
+                    None => table.remove(k.as_slice()).map_err(storage)?,
+                };
+            }
+        }
+        if let Some(publish) = &self.publish {
+            publish.borrow_mut().extend(b.changes);
+        }
         Ok(())
     }
 
@@ -448,9 +586,15 @@ impl WriteTxn {
         let mut txn = self.txn;
         {
             let mut meta = txn.open_table(META).map_err(storage)?;
-            if self.next_id != self.stored_next_id {
-                meta.insert(META_NEXT_ID, self.next_id.to_le_bytes().as_slice())
-                    .map_err(storage)?;
+            for (key, counter) in [
+                (META_NEXT_ID, self.next_id),
+                (META_NEXT_SEQ, self.next_seq),
+                (META_NEXT_ACTIVITY, self.next_activity),
+            ] {
+                if counter.next != counter.stored {
+                    meta.insert(key, counter.next.to_le_bytes().as_slice())
+                        .map_err(storage)?;
+                }
             }
             if self.schema_dirty {
                 if let Some(s) = self.schema.borrow().as_ref() {
@@ -462,7 +606,11 @@ impl WriteTxn {
         if let Some(d) = self.durability {
             txn.set_durability(d.to_redb()).map_err(storage)?;
         }
-        txn.commit().map_err(storage)
+        txn.commit().map_err(storage)?;
+        if let Some(publish) = self.publish {
+            self.hub.publish(publish.into_inner());
+        }
+        Ok(())
     }
 
     /// Rolls back every change of this transaction (as dropping it does).
@@ -499,6 +647,40 @@ impl Backend for WriteTxn {
         scan_table_ids(&postings, &uniques, unique, range, f)
     }
 
+    fn has_record(&self, id: u64) -> Result<bool> {
+        if let Some(staged) = self.buf.borrow().records.get(&id) {
+            return Ok(staged.is_some());
+        }
+        let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
+        Ok(customers.get(id).map_err(storage)?.is_some())
+    }
+
+    fn last_seq(&self) -> Result<u64> {
+        Ok(self.next_seq.peek() - 1)
+    }
+
+    fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if table == Table::History || table == Table::CustomerHistory {
+            self.flush()?;
+        } else if let Some(staged) = self.buf.borrow().raw[table as usize].get(key) {
+            return Ok(staged.clone());
+        }
+        let t = self.txn.open_table(table.def()).map_err(storage)?;
+        Ok(t.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
+    }
+
+    fn scan_raw(
+        &self,
+        table: Table,
+        range: (std::ops::Bound<&[u8]>, std::ops::Bound<&[u8]>),
+        reverse: bool,
+        f: RawVisitor<'_>,
+    ) -> Result<()> {
+        self.flush()?;
+        let t = self.txn.open_table(table.def()).map_err(storage)?;
+        scan_raw_table(&t, range, reverse, f)
+    }
+
     fn record_count(&self) -> Result<u64> {
         self.flush()?;
         let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
@@ -515,3 +697,26 @@ impl Backend for WriteTxn {
 }
 
 impl_read!(WriteTxn);
+
+/// Stages the posting changes from `old` to `new`: both sorted, so they are walked together and
+/// only what differs is staged.
+fn stage_posting_diff(out: &mut Vec<(Vec<u8>, bool)>, old: &[Vec<u8>], new: &[Vec<u8>]) {
+    let (mut at_old, mut at_new) = (0, 0);
+    loop {
+        match (old.get(at_old), new.get(at_new)) {
+            (Some(gone), Some(kept)) if gone == kept => {
+                at_old += 1;
+                at_new += 1;
+            }
+            (Some(gone), next) if next.is_none_or(|n| gone < n) => {
+                out.push((gone.clone(), false));
+                at_old += 1;
+            }
+            (_, Some(added)) => {
+                out.push((added.clone(), true));
+                at_new += 1;
+            }
+            _ => break,
+        }
+    }
+}

@@ -6,6 +6,7 @@ mod crash;
 mod model_based;
 mod reference;
 mod store;
+mod timeline;
 mod verify;
 
 /// Numbers that libphonenumber's own metadata gives as valid examples, for tests that need

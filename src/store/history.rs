@@ -1,0 +1,329 @@
+//! History: every committed change as field-level before and after values, with a store-wide
+//! sequence number, and the replay that rebuilds a customer as it was.
+//!
+//! A change's fields are the customer's top-level fields as they appear in its JSON export
+//! (`name`, `emails`, `tags`, ...), with custom attributes one by one (`attributes.score`). An
+//! empty value (no name, no emails) is absent: an insert lists only the fields it sets.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{ActivityId, Customer, CustomerId};
+
+/// What a [`Change`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Operation {
+    /// A customer was inserted; its fields are the values it was given.
+    Insert,
+    /// A customer's data was replaced; its fields are those that changed.
+    Update,
+    /// A customer was removed, with its activities; its fields are the values it had.
+    Remove,
+    /// The customer's state as of this change, standing for older changes that history
+    /// retention compacted away.
+    Snapshot,
+    /// An activity was added; its one field, `activity`, holds it.
+    ActivityAdded(ActivityId),
+    /// An activity was corrected; `activity` holds it before and after.
+    ActivityCorrected(ActivityId),
+    /// An activity was removed; `activity` holds what it was.
+    ActivityRemoved(ActivityId),
+    /// A custom attribute was declared (no customer); `attribute` holds the declaration.
+    AttributeDeclared,
+}
+
+impl Operation {
+    /// The operation's name (`insert`, `activity_added`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Remove => "remove",
+            Operation::Snapshot => "snapshot",
+            Operation::ActivityAdded(_) => "activity_added",
+            Operation::ActivityCorrected(_) => "activity_corrected",
+            Operation::ActivityRemoved(_) => "activity_removed",
+            Operation::AttributeDeclared => "attribute_declared",
+        }
+    }
+}
+
+/// One field's value before and after a change (`None`: absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// The field (`emails`, `attributes.score`, `activity`).
+    pub field: String,
+    /// Its value before, as in the JSON export.
+    pub before: Option<Value>,
+    /// Its value after.
+    pub after: Option<Value>,
+}
+
+/// One committed change: the unit of history and of the change feed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// Store-wide sequence number: 1, 2, 3... in commit order, with no gaps except where history
+    /// retention compacted changes into snapshots.
+    pub seq: u64,
+    /// When the change was made, by the store's clock.
+    #[serde(with = "crate::model::wire::timestamp")]
+    pub at: DateTime<Utc>,
+    /// Who made it: the write transaction's actor ([`crate::Store::begin_write_as`]).
+    pub actor: Option<String>,
+    /// The customer changed (`None` for a schema change).
+    pub customer: Option<CustomerId>,
+    /// What was done.
+    pub operation: Operation,
+    /// The fields it changed.
+    pub fields: Vec<FieldChange>,
+}
+
+/// The stored form: values as JSON text, since postcard cannot carry a self-describing value.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(with = "crate::model::wire::timestamp")]
+    at: DateTime<Utc>,
+    actor: Option<String>,
+    customer: Option<CustomerId>,
+    operation: Operation,
+    fields: Vec<(String, Option<String>, Option<String>)>,
+}
+
+pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
+    let text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+    super::codec::encode(&Stored {
+        at: c.at,
+        actor: c.actor.clone(),
+        customer: c.customer,
+        operation: c.operation,
+        fields: c
+            .fields
+            .iter()
+            .map(|f| (f.field.clone(), text(&f.before), text(&f.after)))
+            .collect(),
+    })
+}
+
+pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Change> {
+    let s: Stored = super::codec::decode(bytes, "history entry")?;
+    let value = |t: Option<String>| -> Result<Option<Value>> {
+        t.map(|t| serde_json::from_str(&t).map_err(|e| Error::corrupted("history entry", e)))
+            .transpose()
+    };
+    let fields = s
+        .fields
+        .into_iter()
+        .map(|(field, before, after)| {
+            Ok(FieldChange {
+                field,
+                before: value(before)?,
+                after: value(after)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Change {
+        seq,
+        at: s.at,
+        actor: s.actor,
+        customer: s.customer,
+        operation: s.operation,
+        fields,
+    })
+}
+
+/// A customer as a flat map of field to value, empty values left out.
+pub(crate) type Fields = BTreeMap<String, Value>;
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// The fields of `c`.
+pub(crate) fn fields(c: &Customer) -> Result<Fields> {
+    let Value::Object(map) =
+        serde_json::to_value(c).map_err(|e| Error::corrupted("customer", e))?
+    else {
+        return Err(Error::corrupted("customer", "not a JSON object"));
+    };
+    let mut out = Fields::new();
+    for (k, v) in map {
+        if k == "attributes" {
+            if let Value::Object(attrs) = v {
+                for (name, value) in attrs {
+                    out.insert(format!("attributes.{name}"), value);
+                }
+            }
+        } else if !is_empty(&v) {
+            out.insert(k, v);
+        }
+    }
+    Ok(out)
+}
+
+/// The field changes from `old` to `new` (either may be absent), in field order.
+pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    for (k, v) in old {
+        match new.get(k) {
+            Some(n) if n == v => {}
+            n => out.push(FieldChange {
+                field: k.clone(),
+                before: Some(v.clone()),
+                after: n.cloned(),
+            }),
+        }
+    }
+    for (k, v) in new {
+        if !old.contains_key(k) {
+            out.push(FieldChange {
+                field: k.clone(),
+                before: None,
+                after: Some(v.clone()),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+/// Rebuilds customer fields by replaying changes, oldest first. `None`: absent (not yet
+/// inserted, or removed).
+#[derive(Debug, Default)]
+pub(crate) struct Replay {
+    pub(crate) state: Option<Fields>,
+}
+
+impl Replay {
+    pub(crate) fn apply(&mut self, c: &Change) {
+        match c.operation {
+            Operation::Insert | Operation::Snapshot => {
+                self.state = Some(
+                    c.fields
+                        .iter()
+                        .filter_map(|f| Some((f.field.clone(), f.after.clone()?)))
+                        .collect(),
+                );
+            }
+            Operation::Update => {
+                if let Some(state) = &mut self.state {
+                    for f in &c.fields {
+                        match &f.after {
+                            Some(v) => state.insert(f.field.clone(), v.clone()),
+                            None => state.remove(&f.field),
+                        };
+                    }
+                }
+            }
+            Operation::Remove => self.state = None,
+            Operation::ActivityAdded(_)
+            | Operation::ActivityCorrected(_)
+            | Operation::ActivityRemoved(_)
+            | Operation::AttributeDeclared => {}
+        }
+    }
+
+    /// The customer the fields describe.
+    pub(crate) fn customer(&self) -> Result<Option<Customer>> {
+        let Some(state) = &self.state else {
+            return Ok(None);
+        };
+        let mut map = Map::new();
+        let mut attrs = Map::new();
+        for (k, v) in state {
+            match k.strip_prefix("attributes.") {
+                Some(name) => attrs.insert(name.to_owned(), v.clone()),
+                None => map.insert(k.clone(), v.clone()),
+            };
+        }
+        // Fields left out as empty come back as their empty values.
+        let Value::Object(base) = serde_json::to_value(Customer::default())
+            .map_err(|e| Error::corrupted("history", e))?
+        else {
+            return Err(Error::corrupted("history", "not a JSON object"));
+        };
+        for (k, v) in base {
+            map.entry(k).or_insert(v);
+        }
+        map.insert("attributes".to_owned(), Value::Object(attrs));
+        serde_json::from_value(Value::Object(map))
+            .map(Some)
+            .map_err(|e| Error::corrupted("history", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AttributeValue;
+
+    fn change(seq: u64, operation: Operation, fields: Vec<FieldChange>) -> Change {
+        Change {
+            seq,
+            at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            actor: Some("test".into()),
+            customer: Some(CustomerId::from_u64(1)),
+            operation,
+            fields,
+        }
+    }
+
+    #[test]
+    fn replay_of_the_diffs_gives_back_every_version() {
+        let v1 = Customer::builder()
+            .name("Ada Lovelace")
+            .email("ada@example.com")
+            .phone("+442079460018")
+            .tag("vip")
+            .birth_date(chrono::NaiveDate::from_ymd_opt(1815, 12, 10).unwrap())
+            .build()
+            .unwrap();
+        let mut v2 = v1.clone();
+        v2.tags.clear();
+        v2.emails
+            .push(crate::Email::parse("ada@analytical.org").unwrap());
+        v2.attributes
+            .insert("score".into(), AttributeValue::Integer(7));
+        let f0 = Fields::new();
+        let f1 = fields(&v1).unwrap();
+        let f2 = fields(&v2).unwrap();
+        let d1 = diff(&f0, &f1);
+        assert!(d1.iter().all(|f| f.before.is_none()));
+        assert!(!d1.iter().any(|f| f.field == "tags" && f.after.is_none()));
+        let d2 = diff(&f1, &f2);
+        let names: Vec<&str> = d2.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(names, ["attributes.score", "emails", "tags"]);
+        let mut r = Replay::default();
+        r.apply(&change(1, Operation::Insert, d1));
+        assert_eq!(r.customer().unwrap(), Some(v1));
+        r.apply(&change(2, Operation::Update, d2));
+        assert_eq!(r.customer().unwrap(), Some(v2));
+        r.apply(&change(3, Operation::Remove, vec![]));
+        assert_eq!(r.customer().unwrap(), None);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let c = change(
+            9,
+            Operation::ActivityAdded(ActivityId::from_u64(4)),
+            vec![FieldChange {
+                field: "activity".into(),
+                before: None,
+                after: Some(serde_json::json!({"a": [1, "x"]})),
+            }],
+        );
+        assert_eq!(decode(9, &encode(&c).unwrap()).unwrap(), c);
+        assert!(decode(9, &[1, 0xFF, 0xFF]).is_err());
+    }
+}
