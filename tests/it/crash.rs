@@ -1,7 +1,9 @@
 //! Guards atomicity and durability across a crash: a child process writes in a loop and is
 //! killed with SIGKILL at random points. After reopening, every transaction it reported as
 //! committed is there in full, the one in flight is there entirely or not at all, none after
-//! it exists, and `verify()` is clean.
+//! it exists, the change feed is numbered without a gap and holds an entry for every write that
+//! committed and none for one that did not, and `verify()` (which recomputes every metric from
+//! the timeline) is clean.
 //!
 //! The child is this same test binary, re-run with `--ignored --exact crash::writer_child` and
 //! the store path in `CUSTOMERDB_CRASH_STORE`.
@@ -10,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use customerdb::{Customer, Durability, Read, Result, Store};
+use customerdb::{Activity, Currency, Customer, Durability, Operation, Read, Result, Store};
 
 const PER_TXN: u64 = 5;
 const ROUNDS: u64 = 24;
@@ -19,8 +21,9 @@ fn email(round: u64, txn: u64, i: u64) -> String {
     format!("r{round}-t{txn}-{i}@crash.example.com")
 }
 
-/// The child: commits transactions of `PER_TXN` inserts plus an update of an earlier customer
-/// (so index entries move), printing each transaction's number once `commit` has returned.
+/// The child: commits transactions of `PER_TXN` inserts, each with a purchase, plus an update of
+/// an earlier customer (so index entries move), printing each transaction's number once
+/// `commit` has returned.
 #[test]
 #[ignore = "run as a child process by crash_at_random_points_loses_no_committed_transaction"]
 fn writer_child() -> Result<()> {
@@ -40,12 +43,18 @@ fn writer_child() -> Result<()> {
     for txn in 0.. {
         let mut tx = store.begin_write()?;
         for i in 0..PER_TXN {
-            tx.insert(
+            let id = tx.insert(
                 Customer::builder()
                     .name(format!("Crash Round{round} Txn{txn}"))
                     .email(email(round, txn, i))
                     .phone(crate::PHONES[(i % 5) as usize])
                     .tag(format!("t{}", txn % 7)),
+            )?;
+            let at = chrono::DateTime::from_timestamp(1_700_000_000 + (txn * 60).cast_signed(), 0)
+                .unwrap_or_default();
+            tx.add_activity(
+                id,
+                Activity::purchase(at, 100 + i.cast_signed(), Currency::parse("EUR")?),
             )?;
         }
         let n = tx.count()?;
@@ -142,6 +151,27 @@ fn crash_at_random_points_loses_no_committed_transaction() -> Result<()> {
         );
         // Nothing after it was written.
         assert!(tx.find_by_email(&email(round, in_flight + 1, 0))?.is_none());
+        // The feed: numbered 1..=n without a gap; an insert and a purchase for every customer
+        // there is and none for one that is not.
+        let feed = tx.changes(0, usize::MAX)?;
+        assert!(
+            feed.iter().zip(1..).all(|(c, n)| c.seq == n),
+            "round {round}: a gap in the change feed"
+        );
+        let count = |op: fn(Operation) -> bool| feed.iter().filter(|c| op(c.operation)).count();
+        assert_eq!(count(|o| o == Operation::Insert) as u64, tx.count()?);
+        assert_eq!(
+            count(|o| matches!(o, Operation::ActivityAdded(_))) as u64,
+            tx.count()?
+        );
+        for c in &feed {
+            let id = c.customer.expect("every change here is to a customer");
+            assert!(
+                tx.contains(id)?,
+                "round {round}: change {} is for an uncommitted customer",
+                c.seq
+            );
+        }
         let report = store.verify()?;
         assert!(report.is_clean(), "round {round}: {:?}", report.problems);
     }

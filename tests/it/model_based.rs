@@ -1,12 +1,16 @@
 //! Guards index consistency under any sequence of writes: random insert / update / upsert /
-//! remove / commit / abort sequences run against the store and an in-memory model; after every
-//! step every lookup must match the model and `verify()` must be clean.
+//! remove / activity add, correct and remove / commit / abort sequences run against the store and
+//! an in-memory model; after every step every lookup and every customer's timeline and metrics
+//! must match the model, history must replay to the current record, the change feed must hold
+//! exactly the committed changes in order, and `verify()` must be clean.
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, TimeZone, Utc};
 use customerdb::{
-    AddressParts, Customer, CustomerId, ErrorKind, Index, Read, Scan, Store, UniqueKey, Upsert,
-    WriteTxn,
+    Activity, ActivityId, ActivityQuery, AddressParts, Currency, Customer, CustomerId, Direction,
+    ErrorKind, Index, InteractionChannel, Metrics, Read, Scan, Store, TicketStatus, UniqueKey,
+    Upsert, WriteTxn,
 };
 use proptest::prelude::*;
 
@@ -97,12 +101,71 @@ fn spec() -> impl Strategy<Value = Spec> {
         })
 }
 
+/// A generated activity: its day, and what it is.
+#[derive(Debug, Clone, PartialEq)]
+struct Act {
+    day: u32,
+    kind: ActKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum ActKind {
+    /// Amount in minor units (negative: a refund) and whether it is in USD rather than EUR.
+    Purchase(i64, bool),
+    Interaction,
+    /// Ticket number and whether this event closes it.
+    Ticket(u8, bool),
+    Note,
+}
+
+fn day(d: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, d, 12, 0, 0).unwrap()
+}
+
+impl Act {
+    fn build(&self) -> Activity {
+        let at = day(self.day);
+        match self.kind {
+            ActKind::Purchase(amount, usd) => {
+                let cur = Currency::parse(if usd { "USD" } else { "EUR" }).unwrap();
+                Activity::purchase(at, amount, cur)
+            }
+            ActKind::Interaction => {
+                Activity::interaction(at, InteractionChannel::Chat, Direction::Inbound)
+            }
+            ActKind::Ticket(n, closed) => Activity::ticket(
+                at,
+                format!("T{n}"),
+                if closed {
+                    TicketStatus::Closed
+                } else {
+                    TicketStatus::Open
+                },
+            ),
+            ActKind::Note => Activity::note(at, "note"),
+        }
+    }
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    let kind = prop_oneof![
+        (-500i64..5_000, any::<bool>()).prop_map(|(a, usd)| ActKind::Purchase(a, usd)),
+        Just(ActKind::Interaction),
+        (0u8..3, any::<bool>()).prop_map(|(n, c)| ActKind::Ticket(n, c)),
+        Just(ActKind::Note),
+    ];
+    (1u32..28, kind).prop_map(|(day, kind)| Act { day, kind })
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Insert(Spec),
     Update(usize, Spec),
     Upsert(usize, Spec),
     Remove(usize),
+    AddActivity(usize, Act),
+    CorrectActivity(usize, Act),
+    RemoveActivity(usize),
     Commit,
     Abort,
 }
@@ -113,12 +176,81 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<usize>(), spec()).prop_map(|(i, s)| Op::Update(i, s)),
         2 => (0..EMAILS.len(), spec()).prop_map(|(e, s)| Op::Upsert(e, s)),
         2 => any::<usize>().prop_map(Op::Remove),
+        4 => (any::<usize>(), act()).prop_map(|(i, a)| Op::AddActivity(i, a)),
+        1 => (any::<usize>(), act()).prop_map(|(i, a)| Op::CorrectActivity(i, a)),
+        1 => any::<usize>().prop_map(Op::RemoveActivity),
         2 => Just(Op::Commit),
         1 => Just(Op::Abort),
     ]
 }
 
 type Model = BTreeMap<u64, Spec>;
+
+/// Activities by id: the customer and the activity.
+type Acts = BTreeMap<u64, (u64, Act)>;
+
+/// The whole model: customers, activities, and the change feed as (customer, operation name).
+#[derive(Debug, Clone, Default)]
+struct World {
+    customers: Model,
+    acts: Acts,
+    feed: Vec<(Option<u64>, &'static str)>,
+}
+
+/// A customer's metrics, recomputed from the model's activities by the rules documented on
+/// [`Metrics`], independently of the store's code.
+fn model_metrics(acts: &Acts, customer: u64) -> Metrics {
+    let mut m = Metrics::default();
+    let mut spend: BTreeMap<bool, i64> = BTreeMap::new();
+    let mut tickets: BTreeMap<u8, (u32, u64, bool)> = BTreeMap::new();
+    for (&id, (c, a)) in acts {
+        if *c != customer {
+            continue;
+        }
+        m.activity_count += 1;
+        let at = day(a.day);
+        match a.kind {
+            ActKind::Purchase(amount, usd) => {
+                *spend.entry(usd).or_default() += amount;
+                if amount >= 0 {
+                    m.order_count += 1;
+                    m.first_purchase = Some(m.first_purchase.map_or(at, |t| t.min(at)));
+                    m.last_purchase = Some(m.last_purchase.map_or(at, |t| t.max(at)));
+                }
+            }
+            ActKind::Interaction => {
+                m.last_interaction = Some(m.last_interaction.map_or(at, |t| t.max(at)));
+            }
+            ActKind::Ticket(n, closed) => {
+                let e = tickets.entry(n).or_insert((a.day, id, closed));
+                if (a.day, id) >= (e.0, e.1) {
+                    *e = (a.day, id, closed);
+                }
+            }
+            ActKind::Note => {}
+        }
+    }
+    for (usd, total) in spend {
+        if total != 0 {
+            let cur = Currency::parse(if usd { "USD" } else { "EUR" }).unwrap();
+            m.spend.insert(cur, total);
+        }
+    }
+    m.total_spend = match m.spend.len() {
+        0 => Some(0),
+        1 => m.spend.values().next().copied(),
+        _ => None,
+    };
+    m.open_tickets = tickets.values().filter(|t| !t.2).count() as u64;
+    m
+}
+
+fn pick_act(acts: &Acts, i: usize) -> u64 {
+    if acts.is_empty() || i.is_multiple_of(7) {
+        return 5000 + (i % 5) as u64;
+    }
+    *acts.keys().nth(i % acts.len()).unwrap_or(&0)
+}
 
 fn is_conflict(r: customerdb::Result<()>) -> bool {
     matches!(
@@ -213,34 +345,71 @@ fn check(tx: &WriteTxn, model: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Every timeline and metric agrees with the model, and every customer's history replays to its
+/// current record.
+fn check_timeline(tx: &WriteTxn, world: &World) -> Result<(), TestCaseError> {
+    let far = day(1) + chrono::Duration::days(36_500);
+    for &id in world.customers.keys() {
+        let cid = CustomerId::from_u64(id);
+        let got: Vec<u64> = tx
+            .timeline(cid, &ActivityQuery::new().limit(usize::MAX))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id.as_u64())
+            .collect();
+        let mut want: Vec<(DateTime<Utc>, u64)> = world
+            .acts
+            .iter()
+            .filter(|(_, (c, _))| *c == id)
+            .map(|(aid, (_, a))| (day(a.day), *aid))
+            .collect();
+        want.sort_unstable_by(|x, y| y.cmp(x));
+        prop_assert_eq!(got, want.iter().map(|w| w.1).collect::<Vec<_>>());
+        prop_assert_eq!(tx.metrics(cid).unwrap(), model_metrics(&world.acts, id));
+        let now = tx.get(cid).unwrap().map(|r| r.customer);
+        prop_assert_eq!(tx.customer_as_of(cid, far).unwrap(), now);
+    }
+    let n = tx
+        .activities(&ActivityQuery::new().limit(usize::MAX))
+        .unwrap()
+        .len();
+    prop_assert_eq!(n, world.acts.len());
+    Ok(())
+}
+
+#[allow(clippy::too_many_lines)] // one arm per operation, each with its model update
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let store = Store::in_memory().unwrap();
-    let mut committed = Model::new();
-    let mut pending = Model::new();
+    let mut committed_world = World::default();
+    let mut world = World::default();
     let mut tx = store.begin_write().unwrap();
     for op in ops {
+        let pending = &mut world.customers;
         match op {
             Op::Insert(s) => {
                 let r = tx.insert(s.build());
-                if clashes(&pending, None, &s) {
+                if clashes(pending, None, &s) {
                     prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
                 } else {
-                    pending.insert(r.unwrap().as_u64(), s);
+                    let id = r.unwrap().as_u64();
+                    pending.insert(id, s);
+                    world.feed.push((Some(id), "insert"));
                 }
             }
             Op::Update(i, s) => {
-                let id = pick(&pending, i);
+                let id = pick(pending, i);
                 let r = tx.update(CustomerId::from_u64(id), s.build());
                 if !pending.contains_key(&id) {
                     prop_assert!(
                         matches!(r.map(|_| ()).unwrap_err().kind(), ErrorKind::NotFound(_)),
                         "expected not found"
                     );
-                } else if clashes(&pending, Some(id), &s) {
+                } else if clashes(pending, Some(id), &s) {
                     prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
                 } else {
                     r.unwrap();
                     pending.insert(id, s);
+                    world.feed.push((Some(id), "update"));
                 }
             }
             Op::Upsert(e, mut s) => {
@@ -253,7 +422,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .find(|(_, o)| o.unique_keys().contains(&key))
                     .map(|(id, _)| *id);
                 let r = tx.upsert(&UniqueKey::Email(EMAILS[e].into()), s.build());
-                if clashes(&pending, holder, &s) {
+                if clashes(pending, holder, &s) {
                     prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
                 } else {
                     match (r.unwrap(), holder) {
@@ -267,28 +436,78 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         tx.find_by_email(EMAILS[e]).unwrap().unwrap().id.as_u64()
                     });
                     pending.insert(id, s);
+                    let op = if holder.is_some() { "update" } else { "insert" };
+                    world.feed.push((Some(id), op));
                 }
             }
             Op::Remove(i) => {
-                let id = pick(&pending, i);
+                let id = pick(pending, i);
                 let removed = tx.remove(CustomerId::from_u64(id)).unwrap();
                 prop_assert_eq!(removed.is_some(), pending.remove(&id).is_some());
+                if removed.is_some() {
+                    world.acts.retain(|_, (c, _)| *c != id);
+                    world.feed.push((Some(id), "remove"));
+                }
+            }
+            Op::AddActivity(i, a) => {
+                let id = pick(pending, i);
+                let r = tx.add_activity(CustomerId::from_u64(id), a.build());
+                if pending.contains_key(&id) {
+                    world.acts.insert(r.unwrap().as_u64(), (id, a));
+                    world.feed.push((Some(id), "activity_added"));
+                } else {
+                    prop_assert!(matches!(r.unwrap_err().kind(), ErrorKind::NotFound(_)));
+                }
+            }
+            Op::CorrectActivity(j, a) => {
+                let aid = pick_act(&world.acts, j);
+                let r = tx.correct_activity(ActivityId::from_u64(aid), a.build());
+                if let Some((c, old)) = world.acts.get_mut(&aid) {
+                    prop_assert_eq!(r.unwrap().activity, old.build());
+                    *old = a;
+                    world.feed.push((Some(*c), "activity_corrected"));
+                } else {
+                    prop_assert!(matches!(
+                        r.unwrap_err().kind(),
+                        ErrorKind::ActivityNotFound(_)
+                    ));
+                }
+            }
+            Op::RemoveActivity(j) => {
+                let aid = pick_act(&world.acts, j);
+                let r = tx.remove_activity(ActivityId::from_u64(aid)).unwrap();
+                prop_assert_eq!(
+                    r.as_ref().map(|r| r.id.as_u64()),
+                    world.acts.remove(&aid).map(|_| aid)
+                );
+                if let Some(c) = r.map(|r| r.customer) {
+                    world.feed.push((Some(c.as_u64()), "activity_removed"));
+                }
             }
             Op::Commit => {
                 tx.commit().unwrap();
-                committed = pending.clone();
+                committed_world = world.clone();
                 tx = store.begin_write().unwrap();
             }
             Op::Abort => {
                 drop(tx);
-                pending = committed.clone();
+                world = committed_world.clone();
                 tx = store.begin_write().unwrap();
             }
         }
-        check(&tx, &pending)?;
+        check(&tx, &world.customers)?;
+        check_timeline(&tx, &world)?;
         let report = store.verify().unwrap();
         prop_assert!(report.is_clean(), "{:?}", report.problems);
-        prop_assert_eq!(report.records, committed.len() as u64);
+        prop_assert_eq!(report.records, committed_world.customers.len() as u64);
+        // The feed since 0 is exactly the committed changes, in order, numbered 1, 2, 3...
+        let feed = store.begin_read().unwrap().changes(0, usize::MAX).unwrap();
+        let got: Vec<(Option<u64>, &str)> = feed
+            .iter()
+            .map(|c| (c.customer.map(CustomerId::as_u64), c.operation.as_str()))
+            .collect();
+        prop_assert_eq!(&got, &committed_world.feed);
+        prop_assert!(feed.iter().zip(1..).all(|(c, n)| c.seq == n));
     }
     Ok(())
 }
