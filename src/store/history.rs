@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -54,15 +55,82 @@ impl Operation {
     }
 }
 
+/// A JSON value kept as its text, as history stores it: a change-feed consumer that forwards
+/// changes (to a search index, a warehouse) never pays for parsing them, and one that needs the
+/// value parses it with [`Json::to_value`].
+#[derive(Clone)]
+pub struct Json(pub(crate) Box<RawValue>);
+
+impl Json {
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The parsed value.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Corrupted`] if the text is not JSON (it always is when written by
+    /// the store).
+    pub fn to_value(&self) -> Result<Value> {
+        serde_json::from_str(self.as_str()).map_err(|e| Error::corrupted("history value", e))
+    }
+
+    pub(crate) fn from_value(v: &Value) -> Json {
+        // A `Value` always serialises to valid JSON.
+        Json(RawValue::from_string(v.to_string()).unwrap_or_else(|_| null()))
+    }
+
+    fn from_text(text: String) -> Result<Json> {
+        RawValue::from_string(text)
+            .map(Json)
+            .map_err(|e| Error::corrupted("history value", e))
+    }
+}
+
+fn null() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Json)
+    }
+}
+
 /// One field's value before and after a change (`None`: absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
     /// The field (`emails`, `attributes.score`, `activity`).
     pub field: String,
     /// Its value before, as in the JSON export.
-    pub before: Option<Value>,
+    pub before: Option<Json>,
     /// Its value after.
-    pub after: Option<Value>,
+    pub after: Option<Json>,
 }
 
 /// One committed change: the unit of history and of the change feed.
@@ -96,7 +164,7 @@ struct Stored {
 }
 
 pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
-    let text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+    let text = |v: &Option<Json>| v.as_ref().map(|j| j.as_str().to_owned());
     super::codec::encode(&Stored {
         at: c.at,
         actor: c.actor.clone(),
@@ -112,10 +180,7 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
 
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Change> {
     let s: Stored = super::codec::decode(bytes, "history entry")?;
-    let value = |t: Option<String>| -> Result<Option<Value>> {
-        t.map(|t| serde_json::from_str(&t).map_err(|e| Error::corrupted("history entry", e)))
-            .transpose()
-    };
+    let value = |t: Option<String>| t.map(Json::from_text).transpose();
     let fields = s
         .fields
         .into_iter()
@@ -179,8 +244,8 @@ pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
             Some(n) if n == v => {}
             n => out.push(FieldChange {
                 field: k.clone(),
-                before: Some(v.clone()),
-                after: n.cloned(),
+                before: Some(Json::from_value(v)),
+                after: n.map(Json::from_value),
             }),
         }
     }
@@ -189,7 +254,7 @@ pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
             out.push(FieldChange {
                 field: k.clone(),
                 before: None,
-                after: Some(v.clone()),
+                after: Some(Json::from_value(v)),
             });
         }
     }
@@ -205,21 +270,22 @@ pub(crate) struct Replay {
 }
 
 impl Replay {
-    pub(crate) fn apply(&mut self, c: &Change) {
+    pub(crate) fn apply(&mut self, c: &Change) -> Result<()> {
         match c.operation {
             Operation::Insert | Operation::Snapshot => {
-                self.state = Some(
-                    c.fields
-                        .iter()
-                        .filter_map(|f| Some((f.field.clone(), f.after.clone()?)))
-                        .collect(),
-                );
+                let mut state = Fields::new();
+                for f in &c.fields {
+                    if let Some(v) = &f.after {
+                        state.insert(f.field.clone(), v.to_value()?);
+                    }
+                }
+                self.state = Some(state);
             }
             Operation::Update => {
                 if let Some(state) = &mut self.state {
                     for f in &c.fields {
                         match &f.after {
-                            Some(v) => state.insert(f.field.clone(), v.clone()),
+                            Some(v) => state.insert(f.field.clone(), v.to_value()?),
                             None => state.remove(&f.field),
                         };
                     }
@@ -231,6 +297,7 @@ impl Replay {
             | Operation::ActivityRemoved(_)
             | Operation::AttributeDeclared => {}
         }
+        Ok(())
     }
 
     /// The customer the fields describe.
@@ -304,11 +371,11 @@ mod tests {
         let names: Vec<&str> = d2.iter().map(|f| f.field.as_str()).collect();
         assert_eq!(names, ["attributes.score", "emails", "tags"]);
         let mut r = Replay::default();
-        r.apply(&change(1, Operation::Insert, d1));
+        r.apply(&change(1, Operation::Insert, d1)).unwrap();
         assert_eq!(r.customer().unwrap(), Some(v1));
-        r.apply(&change(2, Operation::Update, d2));
+        r.apply(&change(2, Operation::Update, d2)).unwrap();
         assert_eq!(r.customer().unwrap(), Some(v2));
-        r.apply(&change(3, Operation::Remove, vec![]));
+        r.apply(&change(3, Operation::Remove, vec![])).unwrap();
         assert_eq!(r.customer().unwrap(), None);
     }
 
@@ -320,7 +387,7 @@ mod tests {
             vec![FieldChange {
                 field: "activity".into(),
                 before: None,
-                after: Some(serde_json::json!({"a": [1, "x"]})),
+                after: Some(Json::from_value(&serde_json::json!({"a": [1, "x"]}))),
             }],
         );
         assert_eq!(decode(9, &encode(&c).unwrap()).unwrap(), c);

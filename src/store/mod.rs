@@ -20,7 +20,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
-pub use history::{Change, FieldChange, Operation};
+pub use history::{Change, FieldChange, Json, Operation};
 pub use read::{Customers, Read, ReadTxn};
 pub use subscribe::{Notification, Subscription};
 pub use timeline::{ActivityQuery, Compaction};

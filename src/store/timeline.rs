@@ -9,7 +9,7 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::history::{self, Change, FieldChange, Operation, Replay};
+use super::history::{self, Change, FieldChange, Json, Operation, Replay};
 use super::read::Backend;
 use super::write::WriteTxn;
 use super::{Table, codec};
@@ -219,8 +219,12 @@ pub(crate) fn decode_metrics(bytes: &[u8]) -> Result<MetricState> {
     codec::decode(bytes, "metrics")
 }
 
-fn activity_json(a: &Activity) -> Result<serde_json::Value> {
-    serde_json::to_value(a).map_err(|e| Error::corrupted("activity", e))
+fn activity_json(a: &Activity) -> Result<Json> {
+    serde_json::to_string(a)
+        .ok()
+        .and_then(|t| serde_json::value::RawValue::from_string(t).ok())
+        .map(Json)
+        .ok_or_else(|| Error::corrupted("activity", "does not serialise to JSON"))
 }
 
 impl WriteTxn {
@@ -387,7 +391,7 @@ impl WriteTxn {
             }
             let mut replay = Replay::default();
             for c in &changes {
-                replay.apply(c);
+                replay.apply(c)?;
                 self.put_raw(Table::History, be(c.seq).to_vec(), None)?;
                 if let Some(id) = customer {
                     self.put_raw(Table::CustomerHistory, customer_seq_key(id, c.seq), None)?;
@@ -637,7 +641,7 @@ pub(crate) fn customer_as_of(
         if c.at > at {
             break;
         }
-        replay.apply(&c);
+        replay.apply(&c)?;
     }
     replay.customer()
 }

@@ -380,7 +380,9 @@ impl WriteTxn {
             slot,
         };
         if existing != Some(&def) {
-            let after = serde_json::to_value(&def).map_err(|e| Error::corrupted("schema", e))?;
+            let after = serde_json::to_value(&def)
+                .map(|v| history::Json::from_value(&v))
+                .map_err(|e| Error::corrupted("schema", e))?;
             let now = self.now();
             self.log(
                 now,
