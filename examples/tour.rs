@@ -1,13 +1,18 @@
 //! The main job: 100,000 generated customers imported into a store on disk, then looked up
-//! every way a host application would, a bad record refused, and the store verified.
+//! every way a host application would, a bad record refused, purchases, calls and tickets added
+//! to their timelines with the metrics they drive, a change traced through history and the
+//! change feed, and the store verified.
 //!
 //! `cargo run --release --example tour` (set `TOUR_N` for another size).
 
 use std::time::Instant;
 
+use chrono::{Duration, TimeZone, Utc};
 use customerdb::import::{CsvImport, ImportMode};
 use customerdb::{
-    AttributeType, Customer, Durability, ErrorKind, Index, Read, Result, Scan, Store, sample,
+    Activity, ActivityQuery, AttributeType, Currency, Customer, CustomerId, Direction, Durability,
+    ErrorKind, Index, InteractionChannel, Notification, Read, Result, Scan, Store, TicketStatus,
+    sample,
 };
 
 #[allow(clippy::too_many_lines)] // a tour reads best top to bottom, step by step
@@ -128,7 +133,126 @@ fn main() -> Result<()> {
     }
     assert_eq!((report.stored, report.rejected.len()), (2, 1));
 
-    // 5. Every record against every index, both ways.
+    // 5. Timelines: purchases, calls and tickets for the first 20,000 customers, five each,
+    //    with their metrics kept (and indexed) in the same transactions.
+    let feed_start = store.begin_read()?.last_seq()?;
+    let watcher = store.subscribe(1_000);
+    let now = Utc
+        .with_ymd_and_hms(2026, 6, 1, 12, 0, 0)
+        .single()
+        .expect("valid time");
+    let eur = Currency::parse("EUR")?;
+    let mut rng = sample::SplitMix64::new(7);
+    let active = n.min(20_000) as u64;
+    let t = Instant::now();
+    let mut tx = store.begin_write_as("shop-sync")?;
+    for i in 0..active * 5 {
+        let id = CustomerId::from_u64(1 + i % active);
+        let at = now - Duration::hours(i64::try_from(rng.below(24 * 720)).unwrap_or(0));
+        let activity = match rng.below(10) {
+            0..=5 => {
+                Activity::purchase(at, 500 + i64::try_from(rng.below(20_000)).unwrap_or(0), eur)
+                    .order_ref(format!("ORD-{i}"))
+            }
+            6..=8 => Activity::interaction(at, InteractionChannel::Call, Direction::Inbound)
+                .subject("order question"),
+            _ => Activity::ticket(at, format!("T-{}", i % 3_000), TicketStatus::Open),
+        };
+        tx.add_activity(id, activity)?;
+        if (i + 1) % 10_000 == 0 {
+            tx.commit()?;
+            tx = store.begin_write_as("shop-sync")?;
+        }
+    }
+    tx.commit()?;
+    println!(
+        "added {} activities in {:.2} s",
+        active * 5,
+        t.elapsed().as_secs_f64()
+    );
+    let tx = store.begin_read()?;
+    let ada = CustomerId::from_u64(1);
+    let metrics = tx.metrics(ada)?;
+    println!(
+        "customer #1: {} orders, {} spent, last purchase {}, {} open tickets",
+        metrics.order_count,
+        metrics
+            .total_spend
+            .map_or("?".into(), |c| format!("EUR {:.2}", c as f64 / 100.0)),
+        metrics
+            .last_purchase
+            .map_or("never".into(), |t| t.date_naive().to_string()),
+        metrics.open_tickets
+    );
+    for r in tx.timeline(ada, &ActivityQuery::new().limit(3))? {
+        println!("  {} {:?}", r.activity.at.date_naive(), r.activity.kind);
+    }
+    let loyal = tx.ids(&Index::OrderCount, &Scan::range(4i64..))?.len();
+    let lapsed = tx
+        .ids(
+            &Index::LastPurchase,
+            &Scan::range(..now - Duration::days(365)),
+        )?
+        .len();
+    let yesterday = tx
+        .activities(
+            &ActivityQuery::new()
+                .since(now - Duration::days(1))
+                .until(now)
+                .limit(usize::MAX),
+        )?
+        .len();
+    println!(
+        "4+ orders: {loyal}; last purchase over a year ago: {lapsed}; activities in the last day: {yesterday}"
+    );
+    drop(tx);
+
+    // 6. History: support changes a record; who did what is on record, the past can be
+    //    rebuilt, and the change feed (and a subscriber) saw every committed change.
+    let before_edit = Utc::now();
+    let mut tx = store.begin_write_as("support:ana")?;
+    let mut edited = tx.get(ada)?.expect("customer 1").customer;
+    edited.job_title = Some("Chief Analyst".into());
+    edited.tags.clear();
+    tx.update(ada, edited)?;
+    tx.commit()?;
+    let tx = store.begin_read()?;
+    let last = &tx.history(ada, None, 1)?[0];
+    println!(
+        "history of #1: seq {} by {} changed {}",
+        last.seq,
+        last.actor.as_deref().unwrap_or("?"),
+        last.fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let then = tx.customer_as_of(ada, before_edit)?.expect("existed");
+    assert!(then.job_title.is_none() || then.job_title.as_deref() != Some("Chief Analyst"));
+    let feed = tx.changes(feed_start, usize::MAX)?;
+    println!(
+        "change feed since seq {feed_start}: {} changes (activities and the edit)",
+        feed.len()
+    );
+    assert_eq!(feed.len() as u64, active * 5 + 1);
+    let mut heard = 0;
+    while let Some(note) = watcher.try_recv() {
+        match note {
+            Notification::Change(_) => heard += 1,
+            Notification::Lagged { first, last } => {
+                heard += tx
+                    .changes(first - 1, usize::try_from(last - first + 1).unwrap_or(0))?
+                    .len();
+            }
+            _ => {}
+        }
+    }
+    println!("subscriber: heard {heard} changes (catching up from the feed when it lagged)");
+    assert_eq!(heard, feed.len());
+    drop(tx);
+
+    // 7. Every record against every index, both ways, and every metric against its timeline.
     let t = Instant::now();
     let report = store.verify()?;
     println!(

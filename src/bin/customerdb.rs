@@ -6,6 +6,9 @@
 //! customerdb import --db PATH FILE.csv [--map column=field,...] [--lenient] [--region CC]
 //! customerdb get --db PATH ID
 //! customerdb find --db PATH (--email E | --phone P | --external SYSTEM:ID)
+//! customerdb timeline --db PATH ID [--limit N]
+//! customerdb history --db PATH ID [--limit N]
+//! customerdb changes --db PATH [--since SEQ] [--limit N]
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
@@ -16,8 +19,8 @@ use std::process::ExitCode;
 
 use customerdb::import::{CsvImport, Field, ImportMode};
 use customerdb::{
-    AddressParts, CountryCode, CustomerId, Email, Error, ErrorKind, Index, PersonName, Phone, Read,
-    Record, Store,
+    ActivityQuery, AddressParts, CountryCode, CustomerId, Email, Error, ErrorKind, Index,
+    PersonName, Phone, Read, Record, Store,
 };
 use lexopt::prelude::*;
 use serde_json::{Value, json};
@@ -27,6 +30,9 @@ const USAGE: &str = "usage:
   customerdb import --db PATH FILE.csv [--map column=field,...] [--lenient] [--region CC]
   customerdb get --db PATH ID
   customerdb find --db PATH (--email E | --phone P | --external SYSTEM:ID)
+  customerdb timeline --db PATH ID [--limit N]      (metrics, then activities, newest first)
+  customerdb history --db PATH ID [--limit N]       (changes to one customer, newest first)
+  customerdb changes --db PATH [--since SEQ] [--limit N]   (the change feed, oldest first)
   customerdb verify --db PATH
   customerdb stats --db PATH";
 
@@ -64,6 +70,8 @@ struct Args {
     email: Option<String>,
     phone: Option<String>,
     external: Option<String>,
+    since: u64,
+    limit: Option<usize>,
     positional: Vec<String>,
 }
 
@@ -80,6 +88,8 @@ fn parse_args() -> Result<Args, CliError> {
             Long("email") => a.email = Some(p.value()?.string()?),
             Long("phone") => a.phone = Some(p.value()?.string()?),
             Long("external") => a.external = Some(p.value()?.string()?),
+            Long("since") => a.since = p.value()?.parse()?,
+            Long("limit") => a.limit = Some(p.value()?.parse()?),
             Short('h') | Long("help") => return Err(CliError::Usage(String::new())),
             Value(v) if a.command.is_empty() => a.command = v.string()?,
             Value(v) => a.positional.push(v.string()?),
@@ -143,13 +153,25 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         "normalize" => normalize(a),
         "import" => import(a),
         "get" => {
-            let id: CustomerId = a
-                .positional
-                .first()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| CliError::Usage("get needs a numeric ID".into()))?;
+            let id = id_arg(a)?;
             let tx = db(a)?.begin_read()?;
             print_found(tx.get(id)?.into_iter().collect())
+        }
+        "timeline" => {
+            let id = id_arg(a)?;
+            let tx = db(a)?.begin_read()?;
+            let limit = a.limit.unwrap_or(50);
+            print_lines(&[json!({ "metrics": tx.metrics(id)? })])?;
+            print_lines(&tx.timeline(id, &ActivityQuery::new().limit(limit))?)
+        }
+        "history" => {
+            let id = id_arg(a)?;
+            let tx = db(a)?.begin_read()?;
+            print_lines(&tx.history(id, None, a.limit.unwrap_or(50))?)
+        }
+        "changes" => {
+            let tx = db(a)?.begin_read()?;
+            print_lines(&tx.changes(a.since, a.limit.unwrap_or(1000))?)
         }
         "find" => {
             let tx = db(a)?.begin_read()?;
@@ -217,6 +239,24 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         "" => Err(CliError::Usage(String::new())),
         other => Err(CliError::Usage(format!("unknown command \"{other}\""))),
     }
+}
+
+/// The customer id, the first positional argument.
+fn id_arg(a: &Args) -> Result<CustomerId, CliError> {
+    a.positional
+        .first()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| CliError::Usage(format!("{} needs a numeric customer ID", a.command)))
+}
+
+/// Prints each item as one line of JSON.
+fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<ExitCode, CliError> {
+    let mut out = std::io::stdout().lock();
+    for item in items {
+        serde_json::to_writer(&mut out, item).map_err(std::io::Error::other)?;
+        writeln!(out)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_found(found: Vec<Record>) -> Result<ExitCode, CliError> {
