@@ -158,7 +158,9 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The database and its settings, shared by every clone of a [`Store`] and every transaction,
+/// so a transaction keeps the database open even if the last `Store` is dropped first.
+pub(crate) struct Inner {
     db: redb::Database,
     config: Config,
 }
@@ -200,7 +202,7 @@ impl Store {
     /// Begins a read transaction: a consistent snapshot that later commits do not change.
     pub fn begin_read(&self) -> Result<ReadTxn> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
-        ReadTxn::new(&txn, &self.inner.config)
+        ReadTxn::new(&txn, &self.inner.config, self.inner.clone())
     }
 
     /// Begins the write transaction, waiting while another is open. Dropping it without
@@ -209,7 +211,7 @@ impl Store {
         let mut txn = self.inner.db.begin_write().map_err(storage)?;
         txn.set_durability(self.inner.config.durability.to_redb())
             .map_err(storage)?;
-        WriteTxn::new(txn, &self.inner.config)
+        WriteTxn::new(txn, &self.inner.config, self.inner.clone())
     }
 
     /// Begins the write transaction on behalf of `actor` (a user, a process): every change it

@@ -341,6 +341,8 @@ pub struct ReadTxn {
     raw: Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,
+    /// Keeps the database open while the transaction lives; last, so it is dropped last.
+    _store: Arc<super::Inner>,
 }
 
 impl std::fmt::Debug for ReadTxn {
@@ -350,8 +352,13 @@ impl std::fmt::Debug for ReadTxn {
 }
 
 impl ReadTxn {
-    pub(crate) fn new(txn: &redb::ReadTransaction, config: &Config) -> Result<ReadTxn> {
+    pub(crate) fn new(
+        txn: &redb::ReadTransaction,
+        config: &Config,
+        store: Arc<super::Inner>,
+    ) -> Result<ReadTxn> {
         Ok(ReadTxn {
+            _store: store,
             customers: txn.open_table(CUSTOMERS).map_err(storage)?,
             postings: txn.open_table(POSTINGS).map_err(storage)?,
             uniques: txn.open_table(UNIQUES).map_err(storage)?,

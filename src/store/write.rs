@@ -149,6 +149,8 @@ pub struct WriteTxn {
     hub: Arc<Hub>,
     /// Committed changes to hand to subscribers, kept only if there were any at begin.
     publish: Option<RefCell<Vec<Change>>>,
+    /// Keeps the database open while the transaction lives; last, so it is dropped last.
+    _store: Arc<super::Inner>,
 }
 
 impl std::fmt::Debug for WriteTxn {
@@ -161,7 +163,11 @@ impl std::fmt::Debug for WriteTxn {
 }
 
 impl WriteTxn {
-    pub(crate) fn new(txn: redb::WriteTransaction, config: &Config) -> Result<WriteTxn> {
+    pub(crate) fn new(
+        txn: redb::WriteTransaction,
+        config: &Config,
+        store: Arc<super::Inner>,
+    ) -> Result<WriteTxn> {
         let (next_id, next_seq, next_activity) = {
             let meta = txn.open_table(META).map_err(storage)?;
             (
@@ -175,6 +181,7 @@ impl WriteTxn {
             .has_subscribers()
             .then(|| RefCell::new(Vec::new()));
         Ok(WriteTxn {
+            _store: store,
             txn,
             buf: RefCell::new(Buffers::default()),
             next_id: Counter::new(next_id),

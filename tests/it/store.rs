@@ -374,3 +374,16 @@ fn name_lookups_fold_the_way_names_are_stored() -> Result<()> {
     assert_eq!(tx.ids(&Index::GivenName, &Scan::eq("mary jane"))?, vec![id]);
     Ok(())
 }
+
+#[test]
+fn a_transaction_keeps_the_store_open_after_the_last_handle_is_dropped() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("s.redb");
+    let mut tx = Store::create(&path)?.begin_write()?;
+    let id = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    tx.commit()?;
+    let tx = Store::open(&path)?.begin_read()?;
+    assert!(tx.get(id)?.is_some());
+    assert_eq!(tx.history(id, None, 10)?.len(), 1);
+    Ok(())
+}
