@@ -202,7 +202,7 @@ impl Store {
     /// Begins a read transaction: a consistent snapshot that later commits do not change.
     pub fn begin_read(&self) -> Result<ReadTxn> {
         let txn = self.inner.db.begin_read().map_err(storage)?;
-        ReadTxn::new(&txn, &self.inner.config, self.inner.clone())
+        Ok(ReadTxn::new(txn, &self.inner.config, self.inner.clone()))
     }
 
     /// Begins the write transaction, waiting while another is open. Dropping it without

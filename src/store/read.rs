@@ -334,11 +334,14 @@ pub(crate) fn decode_record(key: u64, bytes: &[u8]) -> Result<Record> {
 /// It sees every transaction committed before it began and nothing after. Hold it only as long
 /// as needed: while it lives, the pages of its snapshot cannot be reused.
 pub struct ReadTxn {
-    customers: ReadOnlyTable<u64, &'static [u8]>,
-    postings: ReadOnlyTable<&'static [u8], ()>,
-    uniques: ReadOnlyTable<&'static [u8], u64>,
-    meta: ReadOnlyTable<&'static str, &'static [u8]>,
-    raw: Vec<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    // Tables are opened on first use: a read that touches one table (a timeline page, a
+    // lookup) pays for opening that one only.
+    customers: OnceLock<ReadOnlyTable<u64, &'static [u8]>>,
+    postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
+    uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
+    meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 6],
+    txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,
     /// Keeps the database open while the transaction lives; last, so it is dropped last.
@@ -353,23 +356,21 @@ impl std::fmt::Debug for ReadTxn {
 
 impl ReadTxn {
     pub(crate) fn new(
-        txn: &redb::ReadTransaction,
+        txn: redb::ReadTransaction,
         config: &Config,
         store: Arc<super::Inner>,
-    ) -> Result<ReadTxn> {
-        Ok(ReadTxn {
+    ) -> ReadTxn {
+        ReadTxn {
             _store: store,
-            customers: txn.open_table(CUSTOMERS).map_err(storage)?,
-            postings: txn.open_table(POSTINGS).map_err(storage)?,
-            uniques: txn.open_table(UNIQUES).map_err(storage)?,
-            meta: txn.open_table(META).map_err(storage)?,
-            raw: Table::ALL
-                .iter()
-                .map(|t| txn.open_table(t.def()).map_err(storage))
-                .collect::<Result<_>>()?,
+            customers: OnceLock::new(),
+            postings: OnceLock::new(),
+            uniques: OnceLock::new(),
+            meta: OnceLock::new(),
+            raw: Default::default(),
+            txn,
             schema: OnceLock::new(),
             region: config.default_region,
-        })
+        }
     }
 
     /// Every customer, in id order, read lazily.
@@ -382,7 +383,7 @@ impl ReadTxn {
         let map = |b: std::ops::Bound<&CustomerId>| b.map(|id| id.as_u64());
         let r = (map(range.start_bound()), map(range.end_bound()));
         Ok(Customers {
-            inner: self.customers.range::<u64>(r).map_err(storage)?,
+            inner: self.raw_customers()?.range::<u64>(r).map_err(storage)?,
         })
     }
 
@@ -395,8 +396,8 @@ impl ReadTxn {
         let mut n = 0u64;
         for r in index::key_ranges(index, &Scan::All, &schema, self.region)? {
             scan_table_ids(
-                &self.postings,
-                &self.uniques,
+                self.raw_postings()?,
+                self.raw_uniques()?,
                 index.is_unique(),
                 &r,
                 &mut |_| n += 1,
@@ -405,26 +406,45 @@ impl ReadTxn {
         Ok(n)
     }
 
-    pub(crate) fn raw_customers(&self) -> &ReadOnlyTable<u64, &'static [u8]> {
-        &self.customers
+    pub(crate) fn raw_customers(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>> {
+        opened(&self.customers, || self.txn.open_table(CUSTOMERS))
     }
 
-    pub(crate) fn raw_postings(&self) -> &ReadOnlyTable<&'static [u8], ()> {
-        &self.postings
+    pub(crate) fn raw_postings(&self) -> Result<&ReadOnlyTable<&'static [u8], ()>> {
+        opened(&self.postings, || self.txn.open_table(POSTINGS))
     }
 
-    pub(crate) fn raw_uniques(&self) -> &ReadOnlyTable<&'static [u8], u64> {
-        &self.uniques
+    pub(crate) fn raw_uniques(&self) -> Result<&ReadOnlyTable<&'static [u8], u64>> {
+        opened(&self.uniques, || self.txn.open_table(UNIQUES))
     }
 
-    pub(crate) fn raw_meta(&self) -> &ReadOnlyTable<&'static str, &'static [u8]> {
-        &self.meta
+    pub(crate) fn raw_meta(&self) -> Result<&ReadOnlyTable<&'static str, &'static [u8]>> {
+        opened(&self.meta, || self.txn.open_table(META))
     }
 
-    pub(crate) fn raw_table(&self, table: Table) -> &ReadOnlyTable<&'static [u8], &'static [u8]> {
-        &self.raw[table as usize]
+    pub(crate) fn raw_table(
+        &self,
+        table: Table,
+    ) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
+        opened(&self.raw[table as usize], || {
+            self.txn.open_table(table.def())
+        })
     }
 }
+
+/// The table in `cell`, opened by `open` the first time.
+fn opened<T>(
+    cell: &OnceLock<T>,
+    open: impl FnOnce() -> std::result::Result<T, redb::TableError>,
+) -> Result<&T> {
+    if let Some(t) = cell.get() {
+        return Ok(t);
+    }
+    let t = open().map_err(storage)?;
+    Ok(cell.get_or_init(|| t))
+}
+
+impl ReadTxn {}
 
 /// Reads the schema from a meta table.
 pub(crate) fn load_schema(
@@ -487,29 +507,33 @@ pub(crate) fn scan_table_ids(
 
 impl Backend for ReadTxn {
     fn record(&self, id: u64) -> Result<Option<Record>> {
-        match self.customers.get(id).map_err(storage)? {
+        match self.raw_customers()?.get(id).map_err(storage)? {
             Some(v) => decode_record(id, v.value()).map(Some),
             None => Ok(None),
         }
     }
 
     fn unique(&self, key: &[u8]) -> Result<Option<u64>> {
-        Ok(self.uniques.get(key).map_err(storage)?.map(|v| v.value()))
+        Ok(self
+            .raw_uniques()?
+            .get(key)
+            .map_err(storage)?
+            .map(|v| v.value()))
     }
 
     fn scan_ids(&self, unique: bool, range: &KeyRange, f: &mut dyn FnMut(u64)) -> Result<()> {
-        scan_table_ids(&self.postings, &self.uniques, unique, range, f)
+        scan_table_ids(self.raw_postings()?, self.raw_uniques()?, unique, range, f)
     }
 
     fn record_count(&self) -> Result<u64> {
-        self.customers.len().map_err(storage)
+        self.raw_customers()?.len().map_err(storage)
     }
 
     fn schema(&self) -> Result<Arc<Schema>> {
         if let Some(s) = self.schema.get() {
             return Ok(s.clone());
         }
-        let s = Arc::new(load_schema(&self.meta)?);
+        let s = Arc::new(load_schema(self.raw_meta()?)?);
         Ok(self.schema.get_or_init(|| s).clone())
     }
 
@@ -518,16 +542,16 @@ impl Backend for ReadTxn {
     }
 
     fn has_record(&self, id: u64) -> Result<bool> {
-        Ok(self.customers.get(id).map_err(storage)?.is_some())
+        Ok(self.raw_customers()?.get(id).map_err(storage)?.is_some())
     }
 
     fn last_seq(&self) -> Result<u64> {
-        Ok(super::read_counter(&self.meta, super::META_NEXT_SEQ)?.map_or(0, |n| n - 1))
+        Ok(super::read_counter(self.raw_meta()?, super::META_NEXT_SEQ)?.map_or(0, |n| n - 1))
     }
 
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
-            .raw_table(table)
+            .raw_table(table)?
             .get(key)
             .map_err(storage)?
             .map(|v| v.value().to_vec()))
@@ -540,7 +564,7 @@ impl Backend for ReadTxn {
         reverse: bool,
         f: RawVisitor<'_>,
     ) -> Result<()> {
-        scan_raw_table(self.raw_table(table), range, reverse, f)
+        scan_raw_table(self.raw_table(table)?, range, reverse, f)
     }
 }
 

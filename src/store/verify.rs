@@ -140,7 +140,7 @@ fn check_records(
     report: &mut VerifyReport,
 ) -> Result<(u64, u64, u64)> {
     let (mut found_postings, mut found_uniques, mut max_id) = (0u64, 0u64, 0u64);
-    for item in tx.raw_customers().iter().map_err(storage)? {
+    for item in tx.raw_customers()?.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let id = k.value();
         max_id = max_id.max(id);
@@ -158,7 +158,7 @@ fn check_records(
         let entries = expected_entries(tx, &rec, schema);
         for p in &entries.postings {
             if tx
-                .raw_postings()
+                .raw_postings()?
                 .get(p.as_slice())
                 .map_err(storage)?
                 .is_some()
@@ -173,7 +173,7 @@ fn check_records(
             }
         }
         for u in &entries.uniques {
-            match tx.raw_uniques().get(u.key.as_slice()).map_err(storage)? {
+            match tx.raw_uniques()?.get(u.key.as_slice()).map_err(storage)? {
                 Some(owner) if owner.value() == id => found_uniques += 1,
                 Some(owner) => {
                     found_uniques += 1;
@@ -234,7 +234,7 @@ fn check_timeline(tx: &ReadTxn, rates: &Rates, report: &mut VerifyReport) -> Res
     let mut max_id = 0u64;
     let mut states = std::collections::BTreeMap::<u64, MetricState>::new();
     let mut count = 0u64;
-    for item in tx.raw_table(Table::Activities).iter().map_err(storage)? {
+    for item in tx.raw_table(Table::Activities)?.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         count += 1;
         let Ok(r) = decode_activity(k.value(), v.value()) else {
@@ -277,7 +277,7 @@ fn check_timeline(tx: &ReadTxn, rates: &Rates, report: &mut VerifyReport) -> Res
         (Table::ActivityIds, "an id entry names no activity"),
         (Table::ActivityTime, "a time entry names no activity"),
     ] {
-        if tx.raw_table(table).len().map_err(storage)? != count {
+        if tx.raw_table(table)?.len().map_err(storage)? != count {
             report
                 .problems
                 .push(Problem::BadActivity { id: None, what });
@@ -285,7 +285,7 @@ fn check_timeline(tx: &ReadTxn, rates: &Rates, report: &mut VerifyReport) -> Res
     }
     // Every stored metrics row against its recomputation, and every recomputation against
     // its row.
-    for item in tx.raw_table(Table::Metrics).iter().map_err(storage)? {
+    for item in tx.raw_table(Table::Metrics)?.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let id = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
         let stored = decode_metrics(v.value()).ok().map(|s| s.metrics);
@@ -313,7 +313,7 @@ fn check_timeline(tx: &ReadTxn, rates: &Rates, report: &mut VerifyReport) -> Res
 fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
     let mut max_seq = 0u64;
     let mut with_customer = 0u64;
-    for item in tx.raw_table(Table::History).iter().map_err(storage)? {
+    for item in tx.raw_table(Table::History)?.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let seq = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
         max_seq = max_seq.max(seq);
@@ -338,7 +338,7 @@ fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
         }
     }
     if tx
-        .raw_table(Table::CustomerHistory)
+        .raw_table(Table::CustomerHistory)?
         .len()
         .map_err(storage)?
         != with_customer
@@ -355,14 +355,14 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
     let schema = tx.schema()?;
     let mut report = VerifyReport::default();
     let (found_postings, found_uniques, max_id) = check_records(tx, &schema, &mut report)?;
-    report.entries = tx.raw_postings().len().map_err(storage)?;
-    report.unique_entries = tx.raw_uniques().len().map_err(storage)?;
+    report.entries = tx.raw_postings()?.len().map_err(storage)?;
+    report.unique_entries = tx.raw_uniques()?.len().map_err(storage)?;
     // Expected entries of each record, computed once per record while looking for orphans. A
     // record that is missing or does not decode accounts for nothing (the latter is already
     // reported as undecodable).
     let mut expected: HashMap<u64, Option<index::Entries>> = HashMap::new();
     if report.entries != found_postings {
-        for item in tx.raw_postings().iter().map_err(storage)? {
+        for item in tx.raw_postings()?.iter().map_err(storage)? {
             let (k, _) = item.map_err(storage)?;
             let key = k.value();
             let Some((tag, id)) = index::split_posting(key) else {
@@ -386,7 +386,7 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
         }
     }
     if report.unique_entries != found_uniques {
-        for item in tx.raw_uniques().iter().map_err(storage)? {
+        for item in tx.raw_uniques()?.iter().map_err(storage)? {
             let (k, v) = item.map_err(storage)?;
             let (key, id) = (k.value(), v.value());
             let accounted = entries_of(&mut expected, tx, &schema, id)
@@ -400,7 +400,7 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
             }
         }
     }
-    let next_id = match tx.raw_meta().get(META_NEXT_ID).map_err(storage)? {
+    let next_id = match tx.raw_meta()?.get(META_NEXT_ID).map_err(storage)? {
         Some(v) => <[u8; 8]>::try_from(v.value()).map_or(0, u64::from_le_bytes),
         None => 0,
     };
@@ -415,7 +415,10 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
         ("next_activity", META_NEXT_ACTIVITY, max_activity),
         ("next_seq", META_NEXT_SEQ, max_seq),
     ] {
-        let next = read_counter(tx.raw_meta(), key).ok().flatten().unwrap_or(1);
+        let next = read_counter(tx.raw_meta()?, key)
+            .ok()
+            .flatten()
+            .unwrap_or(1);
         if max > 0 && next <= max {
             report
                 .problems

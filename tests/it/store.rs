@@ -387,3 +387,10 @@ fn a_transaction_keeps_the_store_open_after_the_last_handle_is_dropped() -> Resu
     assert_eq!(tx.history(id, None, 10)?.len(), 1);
     Ok(())
 }
+
+#[test]
+fn read_transactions_and_stores_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<customerdb::ReadTxn>();
+    send_sync::<Store>();
+}
