@@ -58,13 +58,16 @@ impl Operation {
 /// A JSON value kept as its text, as history stores it: a change-feed consumer that forwards
 /// changes (to a search index, a warehouse) never pays for parsing them, and one that needs the
 /// value parses it with [`Json::to_value`].
-#[derive(Clone)]
-pub struct Json(pub(crate) Box<RawValue>);
+///
+/// The text is JSON the store wrote; it is not re-validated on every read (a damaged value
+/// shows up as an error from [`Json::to_value`] or when serialising).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Json(String);
 
 impl Json {
     /// The JSON text.
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// The parsed value.
@@ -77,24 +80,12 @@ impl Json {
     }
 
     pub(crate) fn from_value(v: &Value) -> Json {
-        // A `Value` always serialises to valid JSON.
-        Json(RawValue::from_string(v.to_string()).unwrap_or_else(|_| null()))
+        Json(v.to_string())
     }
 
-    fn from_text(text: String) -> Result<Json> {
-        RawValue::from_string(text)
-            .map(Json)
-            .map_err(|e| Error::corrupted("history value", e))
-    }
-}
-
-fn null() -> Box<RawValue> {
-    RawValue::NULL.to_owned()
-}
-
-impl PartialEq for Json {
-    fn eq(&self, other: &Json) -> bool {
-        self.as_str() == other.as_str()
+    /// Wraps text known to be JSON (`serde_json`'s output).
+    pub(crate) fn from_json_text(text: String) -> Json {
+        Json(text)
     }
 }
 
@@ -111,14 +102,16 @@ impl std::fmt::Display for Json {
 }
 
 impl Serialize for Json {
+    /// Embeds the value itself (not a string holding it) in the output.
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Json)
+        Box::<RawValue>::deserialize(d).map(|r| Json(r.get().to_owned()))
     }
 }
 
@@ -180,7 +173,7 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
 
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Change> {
     let s: Stored = super::codec::decode(bytes, "history entry")?;
-    let value = |t: Option<String>| t.map(Json::from_text).transpose();
+    let value = |t: Option<String>| -> Result<Option<Json>> { Ok(t.map(Json)) };
     let fields = s
         .fields
         .into_iter()
