@@ -9,12 +9,14 @@
 //! - **redb**: the same work by hand on redb 4: activities keyed `customer ++ at ++ id` (postcard
 //!   values), a by-time table, a metrics table read and rewritten per activity with four
 //!   multimap metric indexes (order count, spend, last purchase, last interaction) moved by hand,
-//!   and a change table `seq -> postcard(change with the activity as JSON)` plus a
+//!   and a change table `seq -> postcard(change)` holding what customerdb's history entry holds
+//!   (time, actor, customer, operation, the field with before and after as JSON text) plus a
 //!   `customer ++ seq` table.
 //! - **sqlite**: rusqlite with bundled SQLite, WAL, `synchronous=NORMAL`, cached statements: an
 //!   `activities` table indexed on `(customer_id, at)` and on `at`, a `metrics` table updated in
 //!   the same transaction with indexes on the same four metrics, and a `changes` table
-//!   (`seq INTEGER PRIMARY KEY`, the activity as JSON) indexed on `(customer_id, seq)`.
+//!   (`seq INTEGER PRIMARY KEY`, time, actor, customer, operation, field, before and after as JSON
+//!   text) indexed on `(customer_id, seq)`.
 //!
 //! Data: N customers (N = 100,000 unless `CUSTOMERDB_BENCH_N` says otherwise), then 10 N
 //! activities across them (70% purchases in EUR, 20% interactions, 10% ticket events), random
@@ -246,11 +248,15 @@ mod raw {
         }
     }
 
+    /// What customerdb's history entry holds: time, actor, customer, operation, and the
+    /// changed field with its before and after values as JSON text.
     #[derive(Serialize, Deserialize)]
     struct Change {
+        at: i64,
+        actor: Option<String>,
         customer: u64,
         op: u8,
-        payload: String,
+        fields: Vec<(String, Option<String>, Option<String>)>,
     }
 
     pub(super) struct Raw {
@@ -336,9 +342,11 @@ mod raw {
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         let change = Change {
+                            at: a.at,
+                            actor: None,
                             customer: a.customer,
                             op: 1,
-                            payload: a.json(),
+                            fields: vec![("activity".to_owned(), None, Some(a.json()))],
                         };
                         t_changes
                             .insert(seq, postcard::to_allocvec(&change).unwrap().as_slice())
@@ -427,8 +435,9 @@ mod sql {
              CREATE INDEX metrics_spend ON metrics (spend);
              CREATE INDEX metrics_last_purchase ON metrics (last_purchase);
              CREATE INDEX metrics_last_interaction ON metrics (last_interaction);
-             CREATE TABLE changes (seq INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL,
-                 op INTEGER NOT NULL, payload TEXT NOT NULL);
+             CREATE TABLE changes (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, actor TEXT,
+                 customer_id INTEGER NOT NULL, op INTEGER NOT NULL, field TEXT NOT NULL,
+                 before TEXT, after TEXT);
              CREATE INDEX changes_customer ON changes (customer_id, seq);",
         )
         .unwrap();
@@ -481,7 +490,8 @@ mod sql {
                         .unwrap();
                     let mut change = tx
                         .prepare_cached(
-                            "INSERT INTO changes (customer_id, op, payload) VALUES (?1, 1, ?2)",
+                            "INSERT INTO changes (at, customer_id, op, field, after)
+                             VALUES (?1, ?2, 1, 'activity', ?3)",
                         )
                         .unwrap();
                     for a in chunk {
@@ -494,7 +504,7 @@ mod sql {
                             1 => contact.execute(params![c, a.at]).unwrap(),
                             _ => other.execute(params![c]).unwrap(),
                         };
-                        change.execute(params![c, json]).unwrap();
+                        change.execute(params![a.at, c, json]).unwrap();
                     }
                 }
                 tx.commit().unwrap();
@@ -533,8 +543,8 @@ mod sql {
             let mut st = self
                 .conn
                 .prepare_cached(
-                    "SELECT seq, customer_id, op, payload FROM changes WHERE seq > ?1
-                     ORDER BY seq LIMIT ?2",
+                    "SELECT seq, at, actor, customer_id, op, field, before, after FROM changes
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 )
                 .unwrap();
             let (mut since, mut read) = (0i64, 0usize);
@@ -545,9 +555,16 @@ mod sql {
                     .unwrap();
                 while let Some(r) = rows.next().unwrap() {
                     since = r.get(0).unwrap();
-                    let change: (i64, i64, String) =
-                        (r.get(1).unwrap(), r.get(2).unwrap(), r.get(3).unwrap());
-                    std::hint::black_box(change);
+                    let change: (i64, Option<String>, i64, i64, String, Option<String>) = (
+                        r.get(1).unwrap(),
+                        r.get(2).unwrap(),
+                        r.get(3).unwrap(),
+                        r.get(4).unwrap(),
+                        r.get(5).unwrap(),
+                        r.get(6).unwrap(),
+                    );
+                    let after: Option<String> = r.get(7).unwrap();
+                    std::hint::black_box((change, after));
                     read += 1;
                 }
                 if read == before {
