@@ -57,9 +57,9 @@ pub use model::{
 };
 pub use store::codec::FORMAT_VERSION;
 pub use store::{
-    ActivityQuery, Change, Clock, Compaction, Customers, Durability, FieldChange, Json,
-    Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription, UniqueKey,
-    Upsert, VerifyReport, WriteTxn,
+    ActivityQuery, Change, Clock, Compaction, Customers, Durability, FieldChange, HistoryRetention,
+    Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription,
+    UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
 
 /// The README's examples, compiled and run as doctests.

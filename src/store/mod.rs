@@ -126,6 +126,17 @@ impl Durability {
     }
 }
 
+/// How long history is kept in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HistoryRetention {
+    /// Every change is kept (the default).
+    #[default]
+    KeepAll,
+    /// [`Store::apply_history_retention`] compacts changes older than this into snapshots.
+    CompactOlderThan(chrono::Duration),
+}
+
 /// A source of "now" for created and updated timestamps.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -135,6 +146,7 @@ pub(crate) struct Config {
     pub(crate) clock: Clock,
     pub(crate) rates: Arc<Rates>,
     pub(crate) hub: Arc<subscribe::Hub>,
+    pub(crate) retention: HistoryRetention,
 }
 
 /// An embedded customer database.
@@ -231,6 +243,18 @@ impl Store {
         self.inner.config.hub.subscribe(capacity)
     }
 
+    /// Applies the configured [`HistoryRetention`] as of the store's clock, in a transaction of
+    /// its own: `None` if history is kept in full. Idempotent; run it from a maintenance job.
+    pub fn apply_history_retention(&self) -> Result<Option<Compaction>> {
+        match self.inner.config.retention {
+            HistoryRetention::KeepAll => Ok(None),
+            HistoryRetention::CompactOlderThan(age) => {
+                let horizon = (self.inner.config.clock)() - age;
+                self.compact_history(horizon).map(Some)
+            }
+        }
+    }
+
     /// Compacts history older than `before` (see [`WriteTxn::compact_history`]) in a
     /// transaction of its own.
     pub fn compact_history(&self, before: DateTime<Utc>) -> Result<Compaction> {
@@ -310,6 +334,7 @@ pub struct StoreBuilder {
     clock: Option<Clock>,
     base_currency: Option<String>,
     rates: Vec<(String, rust_decimal::Decimal)>,
+    retention: HistoryRetention,
 }
 
 impl Default for StoreBuilder {
@@ -321,6 +346,7 @@ impl Default for StoreBuilder {
             clock: None,
             base_currency: None,
             rates: Vec::new(),
+            retention: HistoryRetention::KeepAll,
         }
     }
 }
@@ -358,6 +384,12 @@ impl StoreBuilder {
     /// Where created and updated timestamps come from (default: the system clock).
     pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// How long history is kept in full (see [`Store::apply_history_retention`]).
+    pub fn history_retention(mut self, retention: HistoryRetention) -> Self {
+        self.retention = retention;
         self
     }
 
@@ -405,6 +437,7 @@ impl StoreBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(Utc::now)),
             rates: Arc::new(rates),
             hub: Arc::new(subscribe::Hub::default()),
+            retention: self.retention,
         };
         Ok((builder, config))
     }

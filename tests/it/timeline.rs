@@ -373,3 +373,34 @@ fn compaction_keeps_the_present_and_rebuilds_from_snapshots() -> Result<()> {
     assert_eq!(store.compact_history(day(4))?.removed, 0);
     Ok(())
 }
+
+#[test]
+fn configured_retention_compacts_what_is_older_than_its_horizon() -> Result<()> {
+    let now = Arc::new(Mutex::new(day(1)));
+    let c = now.clone();
+    let store = Store::builder()
+        .clock(move || *c.lock().unwrap())
+        .history_retention(customerdb::HistoryRetention::CompactOlderThan(
+            chrono::Duration::days(7),
+        ))
+        .in_memory()?;
+    let mut tx = store.begin_write()?;
+    let id = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    tx.add_activity(id, Activity::note(day(1), "first"))?;
+    tx.commit()?;
+    *now.lock().unwrap() = day(5);
+    assert_eq!(
+        store.apply_history_retention()?.unwrap().removed,
+        0,
+        "nothing is 7 days old"
+    );
+    *now.lock().unwrap() = day(20);
+    let done = store.apply_history_retention()?.unwrap();
+    assert_eq!((done.removed, done.snapshots), (1, 1));
+    assert!(
+        Store::in_memory()?.apply_history_retention()?.is_none(),
+        "keep all by default"
+    );
+    assert!(store.verify()?.is_clean());
+    Ok(())
+}
