@@ -37,6 +37,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod dedup;
 mod error;
 pub mod import;
 mod index;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod crash;
+mod dedup;
 mod model_based;
 mod reference;
 mod store;

@@ -1,0 +1,269 @@
+//! Duplicate detection measured against known answers: FEBRL 1 and 2 and `fake_1000` for
+//! quality, 100,000 synthetic customers for speed. Unsupervised (no labels used), one fixed
+//! seed. Exits non-zero if a quality gate fails.
+//!
+//! `cargo run --release --example dedup_eval` (needs `../shared/data` beside the crate).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use customerdb::dedup::{BlockingRule, MatchRecord, Matcher, Run, eval};
+use customerdb::{Address, AddressParts, Customer, CustomerBuilder};
+
+/// Minimum pairwise F1 per dataset: a little under what this version reaches (see README).
+const GATES: [(&str, f64); 4] = [
+    ("febrl1", 0.99),
+    ("febrl2", 0.99),
+    ("fake_1000", 0.86),
+    ("synthetic_100k", 0.98),
+];
+
+type Row = HashMap<String, String>;
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel)
+}
+
+fn read_csv(rel: &str) -> Vec<Row> {
+    let mut r = csv::Reader::from_path(data(rel)).expect("data file (../shared/data)");
+    let headers = r.headers().expect("header").clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.expect("csv record");
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_owned(), v.trim().to_owned()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Adds the address if it parses; a postcode that does not fit its country is dropped rather
+/// than the whole address.
+fn with_address(b: CustomerBuilder, mut parts: AddressParts) -> CustomerBuilder {
+    if Address::parse(parts.clone()).is_err() {
+        parts.postcode = None;
+    }
+    if Address::parse(parts.clone()).is_ok() {
+        b.address(parts)
+    } else {
+        b
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Standardises rows into comparison records on every core; refused values are dropped
+/// (the lenient builder), never the record.
+fn records(rows: &[Row], map: fn(&Row) -> CustomerBuilder) -> Vec<MatchRecord> {
+    let chunk = rows.len().div_ceil(2).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = rows
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|r| MatchRecord::new(&map(r).build_lenient().0))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
+    })
+}
+
+fn febrl(r: &Row) -> CustomerBuilder {
+    let mut b = Customer::builder()
+        .given_name(&r["given_name"])
+        .family_name(&r["surname"]);
+    if let Ok(d) = NaiveDate::parse_from_str(&r["date_of_birth"], "%Y%m%d") {
+        b = b.birth_date(d);
+    }
+    if !r["soc_sec_id"].is_empty() {
+        b = b.attribute("soc_sec_id", r["soc_sec_id"].as_str());
+    }
+    let street = format!("{} {}", r["street_number"], r["address_1"]);
+    let lines = [street.trim(), &r["address_2"]]
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (locality, region, postcode) = (opt(&r["suburb"]), opt(&r["state"]), opt(&r["postcode"]));
+    with_address(
+        b,
+        AddressParts {
+            lines,
+            locality,
+            region,
+            postcode,
+            country: Some("AU".into()),
+        },
+    )
+}
+
+fn fake(r: &Row) -> CustomerBuilder {
+    let mut b = Customer::builder()
+        .given_name(&r["first_name"])
+        .family_name(&r["surname"])
+        .email(&r["email"]);
+    if let Ok(d) = NaiveDate::parse_from_str(&r["dob"], "%Y-%m-%d") {
+        b = b.birth_date(d);
+    }
+    with_address(
+        b,
+        AddressParts {
+            locality: opt(&r["city"]),
+            ..AddressParts::default()
+        },
+    )
+}
+
+fn synthetic(r: &Row) -> CustomerBuilder {
+    let country = match r["country"].as_str() {
+        "United States" => "US",
+        "United Kingdom" => "GB",
+        "France" => "FR",
+        "Germany" => "DE",
+        "Spain" => "ES",
+        "Italy" => "IT",
+        "Australia" => "AU",
+        "Netherlands" => "NL",
+        _ => "",
+    };
+    let mut b = Customer::builder()
+        .given_name(&r["first_name"])
+        .family_name(&r["last_name"])
+        .email(&r["email"])
+        .phone(&r["phone"]);
+    if let Ok(d) = NaiveDate::parse_from_str(&r["date_of_birth"], "%Y-%m-%d") {
+        b = b.birth_date(d);
+    }
+    let lines = opt(&r["street"]).into_iter().collect();
+    with_address(
+        b,
+        AddressParts {
+            lines,
+            locality: opt(&r["city"]),
+            postcode: opt(&r["postcode"]),
+            country: opt(country),
+            ..AddressParts::default()
+        },
+    )
+}
+
+/// Runs one dataset, prints its row, and returns (F1, the run).
+fn evaluate(
+    name: &str,
+    rows: &[Row],
+    map: fn(&Row) -> CustomerBuilder,
+    truth: &[String],
+    matcher: &Matcher,
+) -> (f64, Run) {
+    let t = Instant::now();
+    let recs = records(rows, map);
+    let loaded = t.elapsed().as_secs_f64();
+    let run = matcher.run(&recs).expect("matching run");
+    let secs = t.elapsed().as_secs_f64();
+    let blocking = eval::blocking(&run.candidates, truth);
+    let pairs = eval::pairwise(run.clusters.labels(), truth);
+    let b3 = eval::b_cubed(run.clusters.labels(), truth);
+    println!(
+        "{name:<15} {:>7} {:>10} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>6.2}s ({loaded:.2}s load, {:.0} records/s)",
+        recs.len(),
+        run.candidates.len(),
+        blocking.pair_completeness(),
+        pairs.precision(),
+        pairs.recall(),
+        pairs.f1(),
+        b3.f1(),
+        secs,
+        recs.len() as f64 / secs
+    );
+    (pairs.f1(), run)
+}
+
+fn main() {
+    println!(
+        "{:<15} {:>7} {:>10} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "dataset", "records", "candidates", "blk rec", "P", "R", "F1", "B3 F1", "time"
+    );
+    let mut f1s = HashMap::new();
+    let febrl_matcher = Matcher::default().attribute("soc_sec_id");
+    for set in ["febrl1", "febrl2"] {
+        let rows = read_csv(&format!("febrl/{set}.csv"));
+        // rec-<k>-org and rec-<k>-dup-<j> are entity k.
+        let truth: Vec<String> = rows
+            .iter()
+            .map(|r| r["rec_id"].split('-').nth(1).unwrap_or("").to_owned())
+            .collect();
+        let listed = read_csv(&format!("febrl/{set}_pairs.csv")).len() as u64;
+        let (f1, _) = evaluate(set, &rows, febrl, &truth, &febrl_matcher);
+        assert_eq!(
+            eval::pairwise(&truth, &truth).true_positives,
+            listed,
+            "{set}: truth pairs"
+        );
+        f1s.insert(set, f1);
+    }
+
+    let rows = read_csv("er/fake_1000.csv");
+    let truth: Vec<String> = rows.iter().map(|r| r["cluster"].clone()).collect();
+    // Typos in every field: add two broad rules (birth date alone; locality and initial).
+    let mut broad = Matcher::default();
+    broad.blocker = broad
+        .blocker
+        .rule(BlockingRule::BirthDate)
+        .rule(BlockingRule::LocalityGivenInitial);
+    let (f1, run) = evaluate("fake_1000", &rows, fake, &truth, &broad);
+    f1s.insert("fake_1000", f1);
+    let index: HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r["unique_id"].as_str(), i))
+        .collect();
+    let labels: Vec<(usize, usize, bool)> = read_csv("er/fake_1000_labels.csv")
+        .iter()
+        .filter_map(|l| {
+            Some((
+                *index.get(l["unique_id_l"].as_str())?,
+                *index.get(l["unique_id_r"].as_str())?,
+                l["clerical_match_score"].parse::<f64>().ok()? >= 0.5,
+            ))
+        })
+        .collect();
+    let clerical = eval::labelled_pairs(run.clusters.labels(), &labels);
+    println!(
+        "fake_1000 against {} clerical labels: {clerical}",
+        labels.len()
+    );
+
+    let rows = read_csv("er/synthetic_customers_100k.csv");
+    let truth: Vec<String> = rows.iter().map(|r| r["cluster_id"].clone()).collect();
+    let (f1, run) = evaluate(
+        "synthetic_100k",
+        &rows,
+        synthetic,
+        &truth,
+        &Matcher::default(),
+    );
+    f1s.insert("synthetic_100k", f1);
+    println!("synthetic_100k blocking:\n{}", run.candidates.report());
+    println!("synthetic_100k stages: {:?}", run.timings);
+
+    let failed: Vec<String> = GATES
+        .iter()
+        .filter(|(set, gate)| f1s.get(set).is_none_or(|f1| f1 < gate))
+        .map(|(set, gate)| format!("{set} F1 under {gate}"))
+        .collect();
+    assert!(failed.is_empty(), "quality gates failed: {failed:?}");
+}

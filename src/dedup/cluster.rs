@@ -1,0 +1,308 @@
+//! Clustering scored pairs into entities, guarded against chains.
+
+use std::collections::HashMap;
+
+use super::model::ScoredPair;
+
+/// The clustering rule's parameters (see [`cluster`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClusterSettings {
+    /// Pairs at or above this match probability link records; merges need this average.
+    pub threshold: f64,
+    /// Merges need at least this mean cross-pair probability.
+    pub min_average: f64,
+    /// A merge is refused if any cross pair's probability is below this.
+    pub min_link: f64,
+    /// A merge of clusters with more cross pairs than this is refused.
+    pub max_cross_pairs: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            threshold: 0.5,
+            min_average: 0.5,
+            min_link: 1e-4,
+            max_cross_pairs: 10_000,
+        }
+    }
+}
+
+/// An assignment of records to entities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clusters {
+    labels: Vec<u32>,
+    count: usize,
+    report: ClusterReport,
+}
+
+/// What clustering did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterReport {
+    /// Pairs at or above the threshold.
+    pub links: usize,
+    /// Merges made.
+    pub merges: usize,
+    /// Merges refused because the average cross-pair probability was under the threshold.
+    pub refused_average: usize,
+    /// Merges refused because a cross pair was a clear non-match.
+    pub refused_min_link: usize,
+    /// Merges refused because the clusters were too large.
+    pub refused_size: usize,
+    /// Cross pairs that had to be scored on demand.
+    pub scored_on_demand: usize,
+}
+
+impl Clusters {
+    /// Each record's cluster number, `0..len()`, numbered in order of first member.
+    pub fn labels(&self) -> &[u32] {
+        &self.labels
+    }
+
+    /// The cluster number of record `i`, if it exists.
+    pub fn label(&self, i: usize) -> Option<usize> {
+        self.labels.get(i).map(|&l| l as usize)
+    }
+
+    /// How many clusters (single records count as clusters of one).
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The clusters with two or more records, each sorted, in order of first member.
+    pub fn groups(&self) -> Vec<Vec<usize>> {
+        let mut all: Vec<Vec<usize>> = vec![Vec::new(); self.count];
+        for (i, &l) in self.labels.iter().enumerate() {
+            if let Some(g) = all.get_mut(l as usize) {
+                g.push(i);
+            }
+        }
+        all.retain(|g| g.len() > 1);
+        all
+    }
+
+    /// What clustering did.
+    pub fn report(&self) -> ClusterReport {
+        self.report
+    }
+}
+
+fn key(a: usize, b: usize) -> (usize, usize) {
+    if a < b { (a, b) } else { (b, a) }
+}
+
+/// Groups `n` records into entities from their scored pairs.
+///
+/// Plain connected components over pairs above a threshold chain unrelated people together:
+/// if A looks like B and B looks like C, A and C land in one cluster even when they are
+/// clearly different. [`cluster`] grows clusters greedily instead, strongest pair first, and
+/// merges the two clusters a pair links only when the merge is supported as a whole:
+///
+/// 1. **Average linkage**: the mean match probability over *every* cross pair (each member of
+///    one cluster with each member of the other) is at least [`ClusterSettings::min_average`]
+///    (by default the link threshold, 0.5);
+/// 2. **No clear non-match**: no cross pair's probability is below
+///    [`ClusterSettings::min_link`];
+/// 3. **Bounded work**: the two clusters have at most [`ClusterSettings::max_cross_pairs`]
+///    cross pairs; a larger merge is refused (and counted), since an entity that large in a
+///    customer database is itself a sign of a runaway chain.
+///
+/// Cross pairs that were scored already (the candidate pairs given) are looked up; the others
+/// are scored on demand through the caller's function, so the rule holds even for pairs that
+/// blocking never produced. For two single records the rule is just the pair's own
+/// probability against the threshold.
+///
+/// `score(a, b)` gives the match probability of a cross pair that is not
+/// among `pairs`; pass a function returning 0 for pairs a person has rejected to keep them
+/// apart. Deterministic: ties are broken by record index.
+pub fn cluster(
+    n: usize,
+    pairs: &[ScoredPair],
+    settings: &ClusterSettings,
+    mut score: impl FnMut(usize, usize) -> f64,
+) -> Clusters {
+    let known: HashMap<(usize, usize), f64> = pairs
+        .iter()
+        .filter(|p| p.a < n && p.b < n)
+        .map(|p| (key(p.a, p.b), p.score.probability))
+        .collect();
+    let mut links: Vec<&ScoredPair> = pairs
+        .iter()
+        .filter(|p| p.a < n && p.b < n && p.a != p.b && p.score.probability >= settings.threshold)
+        .collect();
+    links.sort_by(|x, y| {
+        y.score
+            .weight
+            .total_cmp(&x.score.weight)
+            .then(key(x.a, x.b).cmp(&key(y.a, y.b)))
+    });
+    let mut report = ClusterReport {
+        links: links.len(),
+        ..ClusterReport::default()
+    };
+    let mut parent: Vec<usize> = (0..n).collect();
+    let mut members: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    for link in links {
+        let (ra, rb) = (find(&mut parent, link.a), find(&mut parent, link.b));
+        if ra == rb {
+            continue;
+        }
+        let (x, y) = (&members[ra], &members[rb]);
+        if x.len() * y.len() > settings.max_cross_pairs {
+            report.refused_size += 1;
+            continue;
+        }
+        let (mut sum, mut min) = (0.0, f64::INFINITY);
+        for &i in x {
+            for &j in y {
+                let p = if let Some(&p) = known.get(&key(i, j)) {
+                    p
+                } else {
+                    report.scored_on_demand += 1;
+                    score(i, j)
+                };
+                sum += p;
+                min = min.min(p);
+            }
+        }
+        let average = sum / (x.len() * y.len()) as f64;
+        if average < settings.min_average {
+            report.refused_average += 1;
+            continue;
+        }
+        if min < settings.min_link {
+            report.refused_min_link += 1;
+            continue;
+        }
+        // Union by size: the smaller cluster's members move.
+        let (big, small) = if members[ra].len() >= members[rb].len() {
+            (ra, rb)
+        } else {
+            (rb, ra)
+        };
+        let moved = std::mem::take(&mut members[small]);
+        members[big].extend(moved);
+        parent[small] = big;
+        report.merges += 1;
+    }
+    // Number clusters by first member.
+    let mut labels = vec![u32::MAX; n];
+    let mut count = 0usize;
+    for i in 0..n {
+        let root = find(&mut parent, i);
+        if labels[root] == u32::MAX {
+            labels[root] = u32::try_from(count).unwrap_or(u32::MAX);
+            count += 1;
+        }
+        labels[i] = labels[root];
+    }
+    Clusters {
+        labels,
+        count,
+        report,
+    }
+}
+
+fn find(parent: &mut [usize], mut i: usize) -> usize {
+    while parent[i] != i {
+        parent[i] = parent[parent[i]];
+        i = parent[i];
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::model::{Score, weight_of};
+
+    fn pair(a: usize, b: usize, p: f64) -> ScoredPair {
+        ScoredPair {
+            a,
+            b,
+            score: Score {
+                weight: weight_of(p),
+                probability: p,
+            },
+        }
+    }
+
+    #[test]
+    fn a_chain_does_not_join_clearly_different_ends() {
+        // A ~ B and B ~ C, but A and C are clearly different people.
+        let pairs = [pair(0, 1, 0.99), pair(1, 2, 0.98), pair(0, 2, 1e-6)];
+        let c = cluster(3, &pairs, &ClusterSettings::default(), |_, _| 0.0);
+        assert_eq!(c.groups(), vec![vec![0, 1]]);
+        assert_eq!(c.report().refused_average, 1);
+        // Plain connected components would have joined all three.
+        let loose = ClusterSettings {
+            threshold: 0.5,
+            min_average: 0.0,
+            min_link: 0.0,
+            max_cross_pairs: usize::MAX,
+        };
+        let chained = cluster(
+            3,
+            &[pair(0, 1, 0.99), pair(1, 2, 0.98), pair(0, 2, 0.6)],
+            &loose,
+            |_, _| 0.0,
+        );
+        assert_eq!(chained.groups(), vec![vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn a_clear_non_match_vetoes_a_merge_that_the_average_allows() {
+        // {0, 1, 2} all close; 3 is close to 1 and 2 but clearly not 0.
+        let pairs = [
+            pair(0, 1, 0.99),
+            pair(0, 2, 0.99),
+            pair(1, 2, 0.99),
+            pair(1, 3, 0.97),
+            pair(2, 3, 0.97),
+        ];
+        let on_demand = |a: usize, b: usize| if key(a, b) == (0, 3) { 1e-7 } else { 0.5 };
+        let c = cluster(4, &pairs, &ClusterSettings::default(), on_demand);
+        assert_eq!(c.groups(), vec![vec![0, 1, 2]]);
+        assert_eq!(c.report().refused_min_link, 2);
+        assert_eq!(c.report().scored_on_demand, 2);
+    }
+
+    #[test]
+    fn unscored_cross_pairs_are_scored_on_demand() {
+        let pairs = [pair(0, 1, 0.99), pair(1, 2, 0.99)];
+        let c = cluster(3, &pairs, &ClusterSettings::default(), |_, _| 0.9);
+        assert_eq!(c.groups(), vec![vec![0, 1, 2]]);
+        assert_eq!(c.labels(), [0, 0, 0]);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn oversized_merges_are_refused() {
+        let pairs = [pair(0, 1, 0.99), pair(2, 3, 0.99), pair(1, 2, 0.98)];
+        let settings = ClusterSettings {
+            max_cross_pairs: 3,
+            ..ClusterSettings::default()
+        };
+        let c = cluster(4, &pairs, &settings, |_, _| 0.99);
+        assert_eq!(c.groups(), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(c.report().refused_size, 1);
+    }
+
+    #[test]
+    fn singletons_keep_their_own_labels() {
+        let c = cluster(
+            3,
+            &[pair(0, 2, 0.2)],
+            &ClusterSettings::default(),
+            |_, _| 0.0,
+        );
+        assert_eq!(c.labels(), [0, 1, 2]);
+        assert!(c.groups().is_empty());
+        assert_eq!(c.label(5), None);
+    }
+}
