@@ -33,6 +33,13 @@ pub enum ErrorKind {
     NotFound(CustomerId),
     /// No activity has this id.
     ActivityNotFound(ActivityId),
+    /// The customer probably exists already (see [`crate::WriteTxn::insert_checked`]).
+    Duplicate {
+        /// The existing customer it most probably is.
+        existing: CustomerId,
+    },
+    /// The customer changed since a plan about it was made (see [`crate::WriteTxn::merge`]).
+    Stale(CustomerId),
     /// A value was refused by standardisation; nothing of the record was stored.
     Invalid {
         /// Which field, as a path into the record (`emails[1]`, `addresses[0].postcode`).
@@ -188,6 +195,8 @@ impl Error {
         match self.kind() {
             ErrorKind::NotFound(_) => "not_found",
             ErrorKind::ActivityNotFound(_) => "activity_not_found",
+            ErrorKind::Duplicate { .. } => "duplicate",
+            ErrorKind::Stale(_) => "stale",
             ErrorKind::Invalid { .. } => "invalid",
             ErrorKind::Conflict { .. } => "conflict",
             ErrorKind::UnknownAttribute { .. } => "unknown_attribute",
@@ -207,6 +216,13 @@ impl fmt::Display for Error {
         match self.kind() {
             ErrorKind::NotFound(id) => write!(f, "no customer with id {id}"),
             ErrorKind::ActivityNotFound(id) => write!(f, "no activity with id {id}"),
+            ErrorKind::Duplicate { existing } => {
+                write!(
+                    f,
+                    "the customer probably exists already as customer {existing}"
+                )
+            }
+            ErrorKind::Stale(id) => write!(f, "customer {id} changed since the plan was made"),
             ErrorKind::Invalid {
                 field,
                 value,

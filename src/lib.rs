@@ -62,6 +62,10 @@ pub use store::{
     Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription,
     UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
+pub use store::{
+    Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
+    ReviewStatus, Survivorship,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

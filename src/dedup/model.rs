@@ -248,20 +248,22 @@ pub struct Model {
 }
 
 impl Model {
-    /// An untrained model: `m` falling by half per level from the best, `u` uniform, the given
-    /// prior λ, no term frequencies. Train it with [`Model::train`] instead where data allows.
+    /// An untrained model: `m` falling by half per level from the best; `u` rising fourfold
+    /// per level from 0.005 for the best (an exact match of a field is rare between two
+    /// random people), the worst level taking the rest; the given prior λ; no term
+    /// frequencies. A store matches with it until it has data to train on; train with
+    /// [`Model::train`] where data allows.
     pub fn untrained(comparisons: Vec<Comparison>, prior: f64) -> Model {
         let comparisons = comparisons
             .into_iter()
             .map(|comparison| {
                 let n = comparison.levels().len();
                 let m = initial_m(n);
+                let u = initial_u(n);
                 let levels = m
                     .into_iter()
-                    .map(|m| LevelParams {
-                        m,
-                        u: 1.0 / n as f64,
-                    })
+                    .zip(u)
+                    .map(|(m, u)| LevelParams { m, u })
                     .collect();
                 ComparisonParams { comparison, levels }
             })
@@ -707,6 +709,18 @@ fn clamp_p(p: f64) -> f64 {
     } else {
         p.clamp(FLOOR, 1.0 - FLOOR)
     }
+}
+
+/// `u` before training: 0.005 for the best level, four times more per level below it, the
+/// worst level taking what is left (at least a quarter).
+fn initial_u(levels: usize) -> Vec<f64> {
+    let mut u: Vec<f64> = std::iter::successors(Some(0.005f64), |w| Some(w * 4.0))
+        .take(levels.saturating_sub(1))
+        .collect();
+    let used: f64 = u.iter().sum();
+    u.push((1.0 - used).max(0.25));
+    let total: f64 = u.iter().sum();
+    u.into_iter().map(|x| x / total).collect()
 }
 
 /// `m` before training: halving per level from the best, normalised.

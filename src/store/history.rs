@@ -37,6 +37,15 @@ pub enum Operation {
     ActivityRemoved(ActivityId),
     /// A custom attribute was declared (no customer); `attribute` holds the declaration.
     AttributeDeclared,
+    /// Other customers were merged into this one; its fields are those the merge changed.
+    Merged,
+    /// This customer was merged into another and is now an alias of it; its fields are the
+    /// values it had. Its activities moved with it.
+    MergedInto(CustomerId),
+    /// A merge into this customer was undone; its fields are those that changed back.
+    Unmerged,
+    /// A merged-away customer was brought back by an unmerge; its fields are its values.
+    Restored,
 }
 
 impl Operation {
@@ -51,6 +60,10 @@ impl Operation {
             Operation::ActivityCorrected(_) => "activity_corrected",
             Operation::ActivityRemoved(_) => "activity_removed",
             Operation::AttributeDeclared => "attribute_declared",
+            Operation::Merged => "merged",
+            Operation::MergedInto(_) => "merged_into",
+            Operation::Unmerged => "unmerged",
+            Operation::Restored => "restored",
         }
     }
 }
@@ -265,7 +278,7 @@ pub(crate) struct Replay {
 impl Replay {
     pub(crate) fn apply(&mut self, c: &Change) -> Result<()> {
         match c.operation {
-            Operation::Insert | Operation::Snapshot => {
+            Operation::Insert | Operation::Snapshot | Operation::Restored => {
                 let mut state = Fields::new();
                 for f in &c.fields {
                     if let Some(v) = &f.after {
@@ -274,7 +287,7 @@ impl Replay {
                 }
                 self.state = Some(state);
             }
-            Operation::Update => {
+            Operation::Update | Operation::Merged | Operation::Unmerged => {
                 if let Some(state) = &mut self.state {
                     for f in &c.fields {
                         match &f.after {
@@ -284,7 +297,7 @@ impl Replay {
                     }
                 }
             }
-            Operation::Remove => self.state = None,
+            Operation::Remove | Operation::MergedInto(_) => self.state = None,
             Operation::ActivityAdded(_)
             | Operation::ActivityCorrected(_)
             | Operation::ActivityRemoved(_)

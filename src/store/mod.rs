@@ -4,6 +4,7 @@
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
 pub(crate) mod codec;
+mod dedup;
 mod history;
 mod read;
 mod subscribe;
@@ -20,6 +21,10 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
+pub use dedup::{
+    Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
+    ReviewStatus, Survivorship,
+};
 pub use history::{Change, FieldChange, Json, Operation};
 pub use read::{Customers, Read, ReadTxn};
 pub use subscribe::{Notification, Subscription};
@@ -51,16 +56,25 @@ pub(crate) enum Table {
     History,
     /// `customer ++ seq -> ()`.
     CustomerHistory,
+    /// `a ++ b` (a < b) `-> codec(ReviewEntry)`: possible duplicates and decisions.
+    Review,
+    /// `merged-away id -> survivor id`.
+    Aliases,
+    /// `merge id -> codec(MergeLog)`: what a merge changed, for unmerge.
+    Merges,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 6] = [
+    pub(crate) const ALL: [Table; 9] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
         Table::Metrics,
         Table::History,
         Table::CustomerHistory,
+        Table::Review,
+        Table::Aliases,
+        Table::Merges,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -71,6 +85,9 @@ impl Table {
             Table::Metrics => "metrics",
             Table::History => "history",
             Table::CustomerHistory => "customer_history",
+            Table::Review => "review",
+            Table::Aliases => "aliases",
+            Table::Merges => "merges",
         })
     }
 }

@@ -41,6 +41,10 @@ pub(crate) trait Backend {
     fn has_record(&self, id: u64) -> Result<bool>;
     /// The sequence number of the latest change.
     fn last_seq(&self) -> Result<u64>;
+    /// Calls `f` with every record, in id order.
+    fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()>;
+    /// A store-wide value from the meta table.
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>>;
     /// The value of `key` in a byte-keyed table.
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Calls `f` with each entry of `range` in a byte-keyed table, in key order (or reversed),
@@ -63,11 +67,50 @@ pub(crate) mod sealed {
 /// Lookups standardise what they are given the way the store standardised what it holds, so
 /// `find_by_email("ADA@Example.com")` finds `ada@example.com`.
 pub trait Read: sealed::Sealed {
-    /// The customer with this id.
+    /// The customer with this id, or, if it was merged into another, the customer it was
+    /// merged into (the record's id then differs from `id`).
     fn get(&self, id: CustomerId) -> Result<Option<Record>>;
 
-    /// Whether a customer has this id.
+    /// Whether a customer has this id (not following merges: see [`Read::resolve`]).
     fn contains(&self, id: CustomerId) -> Result<bool>;
+
+    /// The customer an id stands for now: itself, or the survivor it was merged into.
+    fn resolve(&self, id: CustomerId) -> Result<Option<CustomerId>>;
+
+    /// The stored customers that `customer` (stored or not) probably is, best first, at or
+    /// above `min_probability`: candidates come from the indexes under the default blocking
+    /// rules and are scored with the store's duplicate model (untrained until
+    /// [`crate::WriteTxn::train_duplicate_model`]). Pairs a person rejected are left out.
+    fn duplicates_of(
+        &self,
+        customer: &Customer,
+        min_probability: f64,
+    ) -> Result<Vec<super::dedup::Duplicate>>;
+
+    /// [`Read::duplicates_of`] for a stored customer.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn duplicates_of_id(
+        &self,
+        id: CustomerId,
+        min_probability: f64,
+    ) -> Result<Vec<super::dedup::Duplicate>>;
+
+    /// The review queue: pairs queued as possible duplicates and decided pairs, most probable
+    /// first (only undecided ones if `pending_only`).
+    fn review_queue(&self, pending_only: bool) -> Result<Vec<super::dedup::ReviewItem>>;
+
+    /// Works out (without writing) a merge of `merged` into `survivor` under `rule`.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if a participant does not exist.
+    fn merge_plan(
+        &self,
+        survivor: CustomerId,
+        merged: &[CustomerId],
+        rule: &super::dedup::Survivorship,
+    ) -> Result<super::dedup::MergePlan>;
 
     /// The customer with this email (compared by match key, see [`Email::match_key`]).
     ///
@@ -187,7 +230,13 @@ pub trait Read: sealed::Sealed {
 }
 
 pub(crate) fn get(b: &impl Backend, id: CustomerId) -> Result<Option<Record>> {
-    b.record(id.as_u64())
+    if let Some(r) = b.record(id.as_u64())? {
+        return Ok(Some(r));
+    }
+    match super::dedup::resolve(b, id)? {
+        Some(survivor) if survivor != id => b.record(survivor.as_u64()),
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn find_by_email(b: &impl Backend, email: &str) -> Result<Option<Record>> {
@@ -248,7 +297,37 @@ macro_rules! impl_read {
                 $crate::store::read::get(self, id)
             }
             fn contains(&self, id: CustomerId) -> Result<bool> {
-                Ok($crate::store::read::Backend::record(self, id.as_u64())?.is_some())
+                $crate::store::read::Backend::has_record(self, id.as_u64())
+            }
+            fn resolve(&self, id: CustomerId) -> Result<Option<CustomerId>> {
+                $crate::store::dedup::resolve(self, id)
+            }
+            fn duplicates_of(
+                &self,
+                customer: &$crate::model::Customer,
+                min_probability: f64,
+            ) -> Result<Vec<$crate::store::Duplicate>> {
+                $crate::store::dedup::duplicates_of(self, customer, None, min_probability)
+            }
+            fn duplicates_of_id(
+                &self,
+                id: CustomerId,
+                min_probability: f64,
+            ) -> Result<Vec<$crate::store::Duplicate>> {
+                let rec = $crate::store::read::Backend::record(self, id.as_u64())?
+                    .ok_or($crate::Error::new($crate::ErrorKind::NotFound(id)))?;
+                $crate::store::dedup::duplicates_of(self, &rec.customer, Some(id), min_probability)
+            }
+            fn review_queue(&self, pending_only: bool) -> Result<Vec<$crate::store::ReviewItem>> {
+                $crate::store::dedup::review_queue(self, pending_only)
+            }
+            fn merge_plan(
+                &self,
+                survivor: CustomerId,
+                merged: &[CustomerId],
+                rule: &$crate::store::Survivorship,
+            ) -> Result<$crate::store::MergePlan> {
+                $crate::store::dedup::merge_plan(self, survivor, merged, rule)
             }
             fn find_by_email(&self, email: &str) -> Result<Option<Record>> {
                 $crate::store::read::find_by_email(self, email)
@@ -340,7 +419,7 @@ pub struct ReadTxn {
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
-    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 6],
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 9],
     txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,
@@ -385,6 +464,18 @@ impl ReadTxn {
         Ok(Customers {
             inner: self.raw_customers()?.range::<u64>(r).map_err(storage)?,
         })
+    }
+
+    /// Clusters of probable duplicates among all customers: blocking with `matcher`'s rules,
+    /// scored with the store's trained model (or, if none is stored, one `matcher` trains now,
+    /// without storing it), clustered with `settings`. Pairs a person rejected are never
+    /// linked; pairs a person confirmed always are.
+    pub fn find_duplicates(
+        &self,
+        matcher: &crate::dedup::Matcher,
+        settings: &crate::dedup::ClusterSettings,
+    ) -> Result<Vec<super::dedup::DuplicateCluster>> {
+        super::dedup::find_duplicates(self, matcher, settings)
     }
 
     /// How many entries `index` holds (one per customer and value).
@@ -454,6 +545,18 @@ pub(crate) fn load_schema(
         Some(v) => codec::decode(v.value(), "schema"),
         None => Ok(Schema::default()),
     }
+}
+
+/// Feeds `f` every record of a customers table, in id order.
+pub(crate) fn for_each_in(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    f: &mut dyn FnMut(Record) -> Result<()>,
+) -> Result<()> {
+    for item in table.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        f(decode_record(k.value(), v.value())?)?;
+    }
+    Ok(())
 }
 
 /// Feeds `f` the entries of `range` in a byte-keyed table, until it returns `false`.
@@ -547,6 +650,18 @@ impl Backend for ReadTxn {
 
     fn last_seq(&self) -> Result<u64> {
         Ok(super::read_counter(self.raw_meta()?, super::META_NEXT_SEQ)?.map_or(0, |n| n - 1))
+    }
+
+    fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        for_each_in(self.raw_customers()?, f)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .raw_meta()?
+            .get(key)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
     }
 
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {

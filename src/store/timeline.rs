@@ -422,6 +422,17 @@ impl WriteTxn {
         Ok(done)
     }
 
+    /// Moves an activity to another customer's timeline (a merge or an unmerge), keeping its
+    /// id and when it was recorded. Metrics are the caller's to recompute.
+    pub(super) fn move_activity(&mut self, r: &ActivityRecord, to: CustomerId) -> Result<()> {
+        let bytes = codec::encode(&StoredActivity {
+            recorded_at: r.recorded_at,
+            activity: &r.activity,
+        })?;
+        self.put_activity(r.customer, r.id, &r.activity, None)?;
+        self.put_activity(to, r.id, &r.activity, Some(bytes))
+    }
+
     /// Whether a customer exists, without decoding it.
     fn has_record(&self, id: u64) -> Result<bool> {
         Backend::has_record(self, id)
@@ -485,7 +496,7 @@ fn customer_seq_key(customer: CustomerId, seq: u64) -> Vec<u8> {
 }
 
 /// Every activity of `customer`, oldest first.
-fn timeline_all(b: &impl Backend, customer: CustomerId) -> Result<Vec<ActivityRecord>> {
+pub(super) fn timeline_all(b: &impl Backend, customer: CustomerId) -> Result<Vec<ActivityRecord>> {
     let prefix = be(customer.as_u64());
     let q = ActivityQuery::new().limit(usize::MAX).oldest_first();
     collect_timeline(b, &prefix, &q)

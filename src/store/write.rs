@@ -84,7 +84,7 @@ struct Buffers {
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
-    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 6],
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 9],
     /// History entries not yet written, in sequence order.
     changes: Vec<Change>,
 }
@@ -281,6 +281,16 @@ impl WriteTxn {
     /// # Errors
     /// [`ErrorKind::NotFound`] if there is no such customer; otherwise as [`WriteTxn::insert`].
     pub fn update(&mut self, id: CustomerId, customer: impl IntoCustomer) -> Result<Record> {
+        self.update_as(id, customer, Operation::Update)
+    }
+
+    /// [`WriteTxn::update`], recorded in history as `op`.
+    pub(super) fn update_as(
+        &mut self,
+        id: CustomerId,
+        customer: impl IntoCustomer,
+        op: Operation,
+    ) -> Result<Record> {
         let customer = customer.into_customer(self.region)?;
         let old = self
             .record(id.as_u64())?
@@ -303,8 +313,31 @@ impl WriteTxn {
             &history::fields(&rec.customer)?,
         );
         self.stage(id, Some(bytes), &old_entries, &new)?;
-        self.log(rec.updated_at, Some(id), Operation::Update, changed);
+        self.log(rec.updated_at, Some(id), op, changed);
         Ok(rec)
+    }
+
+    /// Writes `rec` back under its own id (a merged-away customer restored by an unmerge),
+    /// with a revision one past `rec`'s, recorded in history as `op`.
+    pub(super) fn restore(&mut self, mut rec: Record, op: Operation) -> Result<()> {
+        let schema = self.schema_arc()?;
+        schema.check(&rec.customer.attributes)?;
+        rec.revision += 1;
+        rec.updated_at = self.now();
+        let new = index::entries(&rec, &schema);
+        self.check_uniques(rec.id, &new, None)?;
+        let bytes = codec::encode(&rec)?;
+        let changed = history::diff(&history::Fields::new(), &history::fields(&rec.customer)?);
+        self.stage(rec.id, Some(bytes), &Entries::default(), &new)?;
+        self.log(rec.updated_at, Some(rec.id), op, changed);
+        Ok(())
+    }
+
+    /// Writes a store-wide value to the meta table (in this transaction).
+    pub(super) fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let mut meta = self.txn.open_table(META).map_err(storage)?;
+        meta.insert(key, value).map_err(storage)?;
+        Ok(())
     }
 
     /// Updates the customer holding `key` if there is one, or inserts a new one.
@@ -323,6 +356,12 @@ impl WriteTxn {
     /// Removes customer `id`, all its index entries and all its activities, returning what it
     /// was.
     pub fn remove(&mut self, id: CustomerId) -> Result<Option<Record>> {
+        self.remove_as(id, Operation::Remove)
+    }
+
+    /// [`WriteTxn::remove`], recorded in history as `op`. The timeline goes with the record
+    /// (a merge moves it away first).
+    pub(super) fn remove_as(&mut self, id: CustomerId, op: Operation) -> Result<Option<Record>> {
         let Some(old) = self.record(id.as_u64())? else {
             return Ok(None);
         };
@@ -332,7 +371,7 @@ impl WriteTxn {
         self.remove_timeline(id)?;
         self.stage(id, None, &old_entries, &Entries::default())?;
         let now = self.now();
-        self.log(now, Some(id), Operation::Remove, changed);
+        self.log(now, Some(id), op, changed);
         Ok(Some(old))
     }
 
@@ -666,6 +705,17 @@ impl Backend for WriteTxn {
 
     fn last_seq(&self) -> Result<u64> {
         Ok(self.next_seq.peek() - 1)
+    }
+
+    fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
+        self.flush()?;
+        let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
+        super::read::for_each_in(&customers, f)
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let meta = self.txn.open_table(META).map_err(storage)?;
+        Ok(meta.get(key).map_err(storage)?.map(|v| v.value().to_vec()))
     }
 
     fn get_raw(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -4,6 +4,7 @@
 
 mod crash;
 mod dedup;
+mod merge;
 mod model_based;
 mod reference;
 mod store;
