@@ -1,7 +1,8 @@
 //! The main job: 100,000 generated customers imported into a store on disk, then looked up
 //! every way a host application would, a bad record refused, purchases, calls and tickets added
 //! to their timelines with the metrics they drive, a change traced through history and the
-//! change feed, and the store verified.
+//! change feed, a duplicate caught on insert, explained, merged and unmerged, and the store
+//! verified.
 //!
 //! `cargo run --release --example tour` (set `TOUR_N` for another size).
 
@@ -252,7 +253,65 @@ fn main() -> Result<()> {
     assert_eq!(heard, feed.len());
     drop(tx);
 
-    // 7. Every record against every index, both ways, and every metric against its timeline.
+    // 7. Duplicates: the model is trained on the store's own data (no labels); a returning
+    //    customer typed in again with another email is caught on insert and explained;
+    //    merged (activities, metrics and an alias follow) and unmerged.
+    let t = Instant::now();
+    let mut tx = store.begin_write()?;
+    let trained = tx.train_duplicate_model(&customerdb::dedup::Matcher::default())?;
+    tx.commit()?;
+    println!(
+        "duplicate model trained on {} customers ({} candidate pairs) in {:.2} s",
+        n,
+        trained.candidate_pairs,
+        t.elapsed().as_secs_f64()
+    );
+    let p0 = &people[0];
+    let again = Customer::builder()
+        .given_name(p0.given_name.as_str())
+        .family_name(p0.family_name.as_str())
+        .email("someone.else@example.org")
+        .phone(p0.phone.as_str())
+        .phone_region(p0.phone_country.as_str())
+        .birth_date(p0.birth_date)
+        .address(customerdb::AddressParts {
+            lines: vec![p0.street.clone()],
+            locality: Some(p0.locality.clone()),
+            postcode: Some(p0.postcode.clone()),
+            country: Some(p0.country.clone()),
+            ..customerdb::AddressParts::default()
+        });
+    let mut tx = store.begin_write_as("support:ana")?;
+    let customerdb::Checked::Inserted(copy, found) =
+        tx.insert_checked(again, customerdb::OnDuplicate::Flag(0.9))?
+    else {
+        unreachable!("flag never merges");
+    };
+    let best = found.first().expect("customer #1 is found");
+    assert_eq!(best.id, ada);
+    println!(
+        "insert #{copy}: probably #{} (p = {:.4}, blocked on {}):
+{}",
+        best.id,
+        best.score.probability,
+        best.rules.join(", "),
+        best.explanation
+    );
+    let plan = tx.merge_plan(ada, &[copy], &customerdb::Survivorship::MostRecent)?;
+    let merge = tx.merge(&plan)?;
+    assert_eq!(tx.get(copy)?.map(|r| r.id), Some(ada));
+    println!(
+        "merged #{copy} into #{ada}: {} emails now, old id resolves to #{}",
+        tx.get(ada)?.map_or(0, |r| r.customer.emails.len()),
+        tx.resolve(copy)?.map_or(0, CustomerId::as_u64)
+    );
+    tx.unmerge(merge)?;
+    assert_eq!(tx.get(copy)?.map(|r| r.id), Some(copy));
+    tx.decide(ada, copy, false, "ana")?;
+    tx.commit()?;
+    println!("unmerged; a reviewer marked the pair as two people, so it will not come back");
+
+    // 8. Every record against every index, both ways, and every metric against its timeline.
     let t = Instant::now();
     let report = store.verify()?;
     println!(

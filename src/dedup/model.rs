@@ -382,6 +382,36 @@ impl Model {
         (model, report, vectors)
     }
 
+    /// Makes every comparison's weights fall (or stay level) from its best level to its
+    /// worst: a closer agreement is never weaker evidence than a looser one. EM can learn the
+    /// opposite when the candidates hold few true duplicates (a store with none yet fits its
+    /// "match" class to households, say, where given names differ), and a model that counts
+    /// an exact name match against a pair must not reach the store. Each level's weight
+    /// becomes the largest weight at or below it (a running maximum from the worst level),
+    /// then `m` is normalised again.
+    ///
+    /// The store applies it to every model it keeps; [`Model::train`] leaves it to the
+    /// caller, since on data with many true duplicates the unconstrained fit can be the
+    /// better one.
+    pub fn make_monotone(&mut self) {
+        for c in &mut self.comparisons {
+            let mut floor = f64::NEG_INFINITY;
+            for level in c.levels.iter_mut().rev() {
+                let w = level.weight();
+                if w < floor {
+                    level.m = clamp_p(level.u * floor.exp2());
+                }
+                floor = floor.max(level.weight());
+            }
+            let total: f64 = c.levels.iter().map(|l| l.m).sum();
+            if total > 0.0 {
+                for level in &mut c.levels {
+                    level.m = clamp_p(level.m / total);
+                }
+            }
+        }
+    }
+
     fn zero_levels(&self) -> Vec<Vec<f64>> {
         self.comparisons
             .iter()

@@ -22,10 +22,12 @@ use crate::dedup::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::index::{Index, Scan};
-use crate::model::{Customer, CustomerId, IntoCustomer, Record};
+use crate::model::{AttributeValue, Customer, CustomerId, IntoCustomer, Record};
 
 /// Meta key of the trained duplicate model.
 const META_MODEL: &str = "dedup_model";
+/// Meta key of the blocking rules the model was trained with.
+const META_RULES: &str = "dedup_rules";
 /// Candidates from one index lookup beyond which that lookup is skipped (a very common name).
 const MAX_BLOCK: usize = 500;
 /// The prior match probability of the untrained model used before any training.
@@ -226,8 +228,17 @@ pub(crate) fn resolve(b: &impl Backend, id: CustomerId) -> Result<Option<Custome
     }
 }
 
-/// Candidate ids for `r` under the default blocking rules, found through the indexes.
-fn candidate_ids(b: &impl Backend, c: &Customer) -> Result<BTreeSet<u64>> {
+/// The blocking rules of the stored model, or the defaults.
+fn rules(b: &impl Backend) -> Result<Vec<BlockingRule>> {
+    match b.get_meta(META_RULES)? {
+        Some(bytes) => codec::decode(&bytes, "blocking rules"),
+        None => Ok(BlockingRule::defaults()),
+    }
+}
+
+/// Candidate ids for `c` under `rules`, found through the indexes (a superset: the caller
+/// keeps those that share a blocking key).
+fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Result<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
     let mut add = |ids: Vec<CustomerId>| {
         if ids.len() <= MAX_BLOCK {
@@ -262,12 +273,33 @@ fn candidate_ids(b: &impl Backend, c: &Customer) -> Result<BTreeSet<u64>> {
     if let Some(d) = c.birth_date {
         add(lookup(Index::BirthDate, Scan::eq(d))?);
     }
+    let schema = b.schema()?;
+    for rule in rules {
+        if let BlockingRule::Attribute(name) = rule {
+            let (Some(def), Some(value)) = (schema.get(name), c.attributes.get(name)) else {
+                continue;
+            };
+            if !def.is_indexed() {
+                continue;
+            }
+            let index = Index::Attribute(name.clone());
+            let values: Vec<crate::index::Value> = match value {
+                AttributeValue::Text(t) => vec![t.clone().into()],
+                AttributeValue::TextList(items) => items.iter().map(|t| t.clone().into()).collect(),
+                AttributeValue::Integer(i) => vec![(*i).into()],
+                _ => Vec::new(),
+            };
+            for v in values {
+                add(lookup(index.clone(), Scan::Eq(v))?);
+            }
+        }
+    }
     Ok(out)
 }
 
 /// The existing customers `c` probably is, best first: candidates found through the indexes,
-/// kept if they share a blocking key with `c` (as batch blocking would pair them), scored with
-/// the stored model. `exclude` is `c`'s own id, if stored. Pairs a person rejected are left out.
+/// kept if they share a key with `c` under the stored model's blocking rules (as batch blocking
+/// would pair them), scored with the stored model. `exclude` is `c`'s own id, if stored. Pairs a person rejected are left out.
 pub(crate) fn duplicates_of(
     b: &impl Backend,
     c: &Customer,
@@ -276,10 +308,10 @@ pub(crate) fn duplicates_of(
 ) -> Result<Vec<Duplicate>> {
     let model = model(b)?;
     let me = MatchRecord::new(c);
-    let rules = BlockingRule::defaults();
+    let rules = rules(b)?;
     let my_keys: Vec<Vec<String>> = rules.iter().map(|r| r.keys(&me)).collect();
     let mut out = Vec::new();
-    for id in candidate_ids(b, c)? {
+    for id in candidate_ids(b, c, &rules)? {
         let id = CustomerId::from_u64(id);
         if Some(id) == exclude {
             continue;
@@ -481,8 +513,10 @@ fn extend_distinct<T: Clone, K: PartialEq>(into: &mut Vec<T>, from: &[T], key: i
 
 impl WriteTxn {
     /// Trains the duplicate model on every stored customer (blocking, u from random pairs, m by
-    /// expectation maximisation), refines it with the review decisions, and stores it: later
-    /// matching in this store uses it.
+    /// expectation maximisation), makes its weights monotone ([`Model::make_monotone`]: a
+    /// store with no duplicates yet must not learn that an exact match is evidence against),
+    /// refines it with the review decisions, and stores it: later matching in this store uses
+    /// it.
     pub fn train_duplicate_model(&mut self, matcher: &Matcher) -> Result<TrainReport> {
         let (ids, records) = all_match_records(self)?;
         let run = matcher.run(&records)?;
@@ -500,6 +534,7 @@ impl WriteTxn {
                 ))
             })
             .collect();
+        model.make_monotone();
         model.train_with_labels(
             labels
                 .iter()
@@ -507,6 +542,10 @@ impl WriteTxn {
             10.0,
         );
         self.put_meta(META_MODEL, &codec::encode(&model)?)?;
+        self.put_meta(
+            META_RULES,
+            &codec::encode(&matcher.blocker.rules().to_vec())?,
+        )?;
         Ok(run.training)
     }
 
