@@ -78,9 +78,18 @@ impl Currency {
     /// # Errors
     /// [`crate::ErrorKind::Invalid`] if it is not an ISO 4217 code.
     pub fn parse(s: &str) -> Result<Currency> {
-        let up = s.trim().to_ascii_uppercase();
-        match <[u8; 3]>::try_from(up.as_bytes()) {
-            Ok(code) if ISO_4217.binary_search(&up.as_str()).is_ok() => Ok(Currency(code)),
+        // Without allocating: stored records decode a currency per purchase.
+        let code = <[u8; 3]>::try_from(s.trim().as_bytes())
+            .ok()
+            .map(|c| c.map(|b| b.to_ascii_uppercase()));
+        match code {
+            Some(code)
+                if ISO_4217
+                    .binary_search_by(|known| known.as_bytes().cmp(&code[..]))
+                    .is_ok() =>
+            {
+                Ok(Currency(code))
+            }
             _ => Err(Error::invalid("currency", s, Reason::CurrencyUnknown)),
         }
     }
@@ -124,8 +133,17 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Currency::parse(&s).map_err(serde::de::Error::custom)
+        struct Code;
+        impl serde::de::Visitor<'_> for Code {
+            type Value = Currency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an ISO 4217 currency code")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Currency, E> {
+                Currency::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Code)
     }
 }
 
