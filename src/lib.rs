@@ -43,6 +43,7 @@ pub mod import;
 mod index;
 mod model;
 pub mod normalize;
+pub mod query;
 pub mod sample;
 mod store;
 

@@ -1,0 +1,735 @@
+//! The planner: which parts of a filter to answer from indexes (as sorted id sets, intersected,
+//! united and complemented), which to check on decoded records, and when to scan instead.
+//!
+//! Index statistics are not kept by the store, and counting a key range costs as much as
+//! reading it, so estimates start from fixed selectivities per index and operator (the System R
+//! defaults: a third for an open range, and a typical share per value for each index), scaled
+//! by the number of customers. Conjunctions are then planned adaptively: the cheapest-looking
+//! index is read first, and each further one is read only if reading it costs less than
+//! checking its test on the candidates already found (whose number is now known exactly).
+//! Every set the planner produces is exact, so the answer is the one a full scan gives.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use super::Filter;
+use super::eval::{IndexUse, Leaf, Node};
+use super::exec::Source;
+use crate::error::Result;
+use crate::index::{Index, Scan};
+use crate::model::{CustomerId, Metrics, Record};
+
+/// Cost of reading one index entry: the unit of the cost model.
+const COST_ENTRY: f64 = 1.0;
+/// Cost of fetching one record by id, decoding it and testing it.
+const COST_FETCH: f64 = 12.0;
+/// Cost of decoding and testing one record in a sequential scan.
+const COST_SCAN: f64 = 6.0;
+/// Extra cost of reading one customer's metrics.
+const COST_METRICS: f64 = 6.0;
+
+/// A set of customer ids: those listed, or every customer but those listed (a complement,
+/// kept symbolic so that `not` costs nothing until the set must be listed). Lists are sorted
+/// and free of repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum IdSet {
+    Only(Vec<u64>),
+    AllBut(Vec<u64>),
+}
+
+impl IdSet {
+    fn complement(self) -> IdSet {
+        match self {
+            IdSet::Only(v) => IdSet::AllBut(v),
+            IdSet::AllBut(v) => IdSet::Only(v),
+        }
+    }
+
+    fn intersect(self, other: IdSet) -> IdSet {
+        match (self, other) {
+            (IdSet::Only(a), IdSet::Only(b)) => IdSet::Only(intersect(&a, &b)),
+            (IdSet::Only(a), IdSet::AllBut(b)) | (IdSet::AllBut(b), IdSet::Only(a)) => {
+                IdSet::Only(difference(&a, &b))
+            }
+            (IdSet::AllBut(a), IdSet::AllBut(b)) => IdSet::AllBut(union(&a, &b)),
+        }
+    }
+
+    fn union(self, other: IdSet) -> IdSet {
+        match (self, other) {
+            (IdSet::Only(a), IdSet::Only(b)) => IdSet::Only(union(&a, &b)),
+            (IdSet::Only(a), IdSet::AllBut(b)) | (IdSet::AllBut(b), IdSet::Only(a)) => {
+                IdSet::AllBut(difference(&b, &a))
+            }
+            (IdSet::AllBut(a), IdSet::AllBut(b)) => IdSet::AllBut(intersect(&a, &b)),
+        }
+    }
+
+    /// How many customers the set holds, out of `n`.
+    pub(crate) fn len(&self, n: u64) -> u64 {
+        match self {
+            IdSet::Only(v) => v.len() as u64,
+            IdSet::AllBut(v) => n.saturating_sub(v.len() as u64),
+        }
+    }
+}
+
+/// The sorted intersection of two sorted lists; gallops through the longer one when their
+/// sizes differ a lot.
+pub(crate) fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let mut out = Vec::with_capacity(small.len());
+    if small.len().saturating_mul(16) < large.len() {
+        let mut rest = large;
+        for &x in small {
+            match rest.binary_search(&x) {
+                Ok(i) => {
+                    out.push(x);
+                    rest = rest.get(i + 1..).unwrap_or_default();
+                }
+                Err(i) => rest = rest.get(i..).unwrap_or_default(),
+            }
+        }
+        return out;
+    }
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&x), Some(&y)) = (small.get(i), large.get(j)) {
+        match x.cmp(&y) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(x);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The sorted union of two sorted lists.
+pub(crate) fn union(left: &[u64], right: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut li, mut ri) = (0, 0);
+    loop {
+        match (left.get(li), right.get(ri)) {
+            (Some(&l), Some(&r)) => {
+                out.push(l.min(r));
+                li += usize::from(l <= r);
+                ri += usize::from(r <= l);
+            }
+            (Some(&l), None) => {
+                out.push(l);
+                li += 1;
+            }
+            (None, Some(&r)) => {
+                out.push(r);
+                ri += 1;
+            }
+            (None, None) => return out,
+        }
+    }
+}
+
+/// The members of sorted `a` not in sorted `b`.
+pub(crate) fn difference(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut j = 0;
+    for &x in a {
+        while b.get(j).is_some_and(|&y| y < x) {
+            j += 1;
+        }
+        if b.get(j) != Some(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Explanations
+
+/// What a plan step does.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Step {
+    /// Reads an index: the customers passing `test`.
+    Index {
+        /// The index.
+        index: String,
+        /// The test it answers, in the text syntax.
+        test: String,
+    },
+    /// Customers in every child's set.
+    Intersect,
+    /// Customers in any child's set.
+    Union,
+    /// Customers not in the child's set (listing them needs every id).
+    Complement,
+    /// Checks `test` on the decoded records of the child's customers.
+    Filter {
+        /// The test, in the text syntax.
+        test: String,
+    },
+    /// Decodes every customer and checks `test`.
+    Scan {
+        /// The test, in the text syntax.
+        test: String,
+    },
+    /// Every customer or none.
+    Constant(bool),
+}
+
+/// One step of a plan, with the planner's estimate of how many customers it yields and the
+/// number it did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanNode {
+    /// What the step does.
+    pub step: Step,
+    /// Estimated customers out.
+    pub estimated: u64,
+    /// Customers out when run.
+    pub actual: u64,
+    /// The steps it reads from.
+    pub children: Vec<PlanNode>,
+}
+
+/// A query's plan, as run: [`crate::query::Query::explain`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explain {
+    /// The root step.
+    pub root: PlanNode,
+    /// How many customers the store holds.
+    pub customers: u64,
+    /// The cost the planner estimated for the chosen plan, in index entries read.
+    pub cost: f64,
+    /// The cost it estimated for a full scan.
+    pub scan_cost: f64,
+}
+
+impl fmt::Display for PlanNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, 0)
+    }
+}
+
+impl PlanNode {
+    fn write(&self, f: &mut fmt::Formatter<'_>, depth: usize) -> fmt::Result {
+        let pad = "  ".repeat(depth);
+        let what = match &self.step {
+            Step::Index { index, test } => format!("index {index}: {test}"),
+            Step::Intersect => "intersect".to_owned(),
+            Step::Union => "union".to_owned(),
+            Step::Complement => "complement".to_owned(),
+            Step::Filter { test } => format!("filter: {test}"),
+            Step::Scan { test } => format!("scan: {test}"),
+            Step::Constant(b) => format!("constant {b}"),
+        };
+        writeln!(
+            f,
+            "{pad}{what}  (estimated {}, actual {})",
+            self.estimated, self.actual
+        )?;
+        for c in &self.children {
+            c.write(f, depth + 1)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Explain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} customers; estimated cost {:.0}, of a full scan {:.0}",
+            self.customers, self.cost, self.scan_cost
+        )?;
+        write!(f, "{}", self.root)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Estimates
+
+/// The share of customers one scan of `index` is expected to yield.
+fn scan_fraction(index: &Index, scan: &Scan, n: f64) -> f64 {
+    let one_value = match index {
+        Index::Email | Index::ExternalId => 1.0 / n,
+        Index::Phone => 2.0 / n,
+        Index::Postcode => 0.002,
+        Index::FamilyName | Index::GivenName | Index::FamilyPhonetic => 0.005,
+        Index::Locality => 0.01,
+        Index::BirthDate
+        | Index::CreatedAt
+        | Index::UpdatedAt
+        | Index::FirstPurchase
+        | Index::LastPurchase
+        | Index::LastInteraction => 0.001,
+        Index::Country | Index::OrderCount | Index::OpenTickets | Index::TotalSpend => 0.1,
+        Index::Stage => 0.25,
+        _ => 0.05,
+    };
+    match scan {
+        Scan::All => 0.9,
+        Scan::Eq(_) => one_value,
+        Scan::Range(..) => 1.0 / 3.0,
+        Scan::Prefix(p) => (0.3 / (p.chars().count() as f64 + 1.0)).max(one_value),
+    }
+}
+
+/// The share of customers a residual test is expected to pass.
+const RESIDUAL_FRACTION: f64 = 1.0 / 3.0;
+
+fn index_fraction(u: &IndexUse, n: f64) -> f64 {
+    let parts = u.scans.iter().map(|s| scan_fraction(&u.index, s, n));
+    let f: f64 = if u.intersect {
+        parts.product()
+    } else {
+        parts.sum()
+    };
+    f.clamp(0.0, 1.0)
+}
+
+/// The expected share of customers matching `node`.
+fn fraction(node: &Node, n: f64) -> f64 {
+    match node {
+        Node::Const(b) => f64::from(u8::from(*b)),
+        Node::And(ns) => ns.iter().map(|c| fraction(c, n)).product(),
+        Node::Or(ns) => ns.iter().map(|c| fraction(c, n)).sum::<f64>().min(1.0),
+        Node::Not(c) => 1.0 - fraction(c, n),
+        Node::Leaf(leaf) => leaf
+            .index
+            .as_ref()
+            .map_or(RESIDUAL_FRACTION, |u| index_fraction(u, n)),
+        Node::Consent { .. } => RESIDUAL_FRACTION,
+    }
+}
+
+/// The expected number of customers, from a share of `n`.
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // clamped to 0..=n first
+fn estimate(share: f64, n: f64) -> u64 {
+    (share * n).round().clamp(0.0, n) as u64
+}
+
+/// Whether `node`'s customers can be found from indexes (with residual tests on candidates).
+fn settable(node: &Node) -> bool {
+    match node {
+        Node::Const(_) => true,
+        Node::Leaf(leaf) => leaf.index.is_some(),
+        Node::And(ns) => ns.is_empty() || ns.iter().any(settable),
+        Node::Or(ns) => ns.iter().all(settable),
+        Node::Not(c) => settable(c),
+        Node::Consent { .. } => false,
+    }
+}
+
+/// The cost of fetching and checking one candidate record for `residual`.
+fn fetch_cost(residual: &[&Node]) -> f64 {
+    COST_FETCH
+        + if residual.iter().any(|n| n.needs_metrics()) {
+            COST_METRICS
+        } else {
+            0.0
+        }
+}
+
+/// The estimated cost of listing `node`'s customers (infinite if it is not settable).
+fn cost(node: &Node, n: f64, now: DateTime<Utc>) -> f64 {
+    match node {
+        Node::Const(_) => 0.0,
+        Node::Leaf(leaf) => match &leaf.index {
+            Some(u) => {
+                let read = index_fraction(u, n) * n * COST_ENTRY;
+                // A metric test passed by the defaults also reads every customer with metrics.
+                let defaults = if u.metric && leaf.matches_default_metrics(now) {
+                    n * COST_ENTRY
+                } else {
+                    0.0
+                };
+                read + defaults
+            }
+            None => f64::INFINITY,
+        },
+        Node::And(ns) => {
+            let (sets, residual) = split_and(ns, n, now, None);
+            let mut total: f64 = sets.iter().map(|c| cost(c, n, now)).sum();
+            if !residual.is_empty() {
+                let candidates: f64 = sets.iter().map(|c| fraction(c, n)).product::<f64>() * n;
+                total += candidates * fetch_cost(&residual);
+            }
+            total
+        }
+        Node::Or(ns) => ns.iter().map(|c| cost(c, n, now)).sum(),
+        Node::Not(c) => cost(c, n, now),
+        Node::Consent { .. } => f64::INFINITY,
+    }
+}
+
+/// Splits a conjunction into the children to read as sets (cheapest first) and those to check
+/// on candidates: a child is read only while reading it costs less than checking it on the
+/// candidates so far (`known`: the exact count after the first set, when it has been read).
+fn split_and(
+    ns: &[Node],
+    n: f64,
+    now: DateTime<Utc>,
+    known: Option<f64>,
+) -> (Vec<&Node>, Vec<&Node>) {
+    let mut sets: Vec<(&Node, f64)> = ns
+        .iter()
+        .filter(|c| settable(c))
+        .map(|c| (c, cost(c, n, now)))
+        .collect();
+    sets.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut residual: Vec<&Node> = ns.iter().filter(|c| !settable(c)).collect();
+    let mut chosen = Vec::new();
+    let mut candidates = n;
+    for (i, (c, c_cost)) in sets.into_iter().enumerate() {
+        let check = candidates * fetch_cost(&[c]);
+        if i == 0 || c_cost < check {
+            candidates = if i == 0 {
+                known.unwrap_or(fraction(c, n) * n)
+            } else {
+                candidates * fraction(c, n)
+            };
+            chosen.push(c);
+        } else {
+            residual.push(c);
+        }
+    }
+    (chosen, residual)
+}
+
+/// The estimated cost of a full scan testing `node`.
+fn scan_cost(node: &Node, n: f64) -> f64 {
+    n * (COST_SCAN
+        + if node.needs_metrics() {
+            COST_METRICS
+        } else {
+            0.0
+        })
+}
+
+/// A compiled node written back as a filter, for plans.
+fn to_filter(node: &Node) -> Filter {
+    match node {
+        Node::Const(b) => Filter::Const(*b),
+        Node::And(ns) => Filter::And(ns.iter().map(to_filter).collect()),
+        Node::Or(ns) => Filter::Or(ns.iter().map(to_filter).collect()),
+        Node::Not(c) => Filter::Not(Box::new(to_filter(c))),
+        Node::Leaf(leaf) => leaf.source.clone(),
+        Node::Consent { channel, purpose } => Filter::Consent {
+            channel: *channel,
+            purpose: purpose.clone(),
+        },
+    }
+}
+
+fn describe(nodes: &[&Node]) -> String {
+    match nodes {
+        [one] => to_filter(one).to_string(),
+        many => Filter::And(many.iter().map(|n| to_filter(n)).collect()).to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Execution
+
+/// What the planner chose for a whole filter.
+pub(crate) enum Choice {
+    /// The exact set, found from indexes.
+    Set(IdSet),
+    /// A full scan is cheaper; the caller runs it with the predicate.
+    Scan,
+}
+
+/// Plans and runs filters inside one transaction.
+pub(crate) struct Planner<'t, S: Source + ?Sized> {
+    pub(crate) tx: &'t S,
+    pub(crate) n: u64,
+    pub(crate) now: DateTime<Utc>,
+    all: Option<Vec<u64>>,
+    has_metrics: Option<Vec<u64>>,
+}
+
+impl<'t, S: Source + ?Sized> Planner<'t, S> {
+    pub(crate) fn new(tx: &'t S, now: DateTime<Utc>) -> Result<Self> {
+        Ok(Planner {
+            n: tx.count()?,
+            tx,
+            now,
+            all: None,
+            has_metrics: None,
+        })
+    }
+
+    /// Chooses between index sets and a scan for `root`, running the index part; returns the
+    /// choice and its plan (a scan's actual count is filled in by the caller).
+    pub(crate) fn choose(&mut self, root: &Node) -> Result<(Choice, Explain)> {
+        let n = self.n as f64;
+        let scan = scan_cost(root, n);
+        let set_cost = if settable(root) {
+            cost(root, n, self.now)
+        } else {
+            f64::INFINITY
+        };
+        let estimated = estimate(fraction(root, n), n);
+        if set_cost <= scan {
+            let (set, node) = self.run(root)?;
+            let explain = Explain {
+                root: node,
+                customers: self.n,
+                cost: set_cost,
+                scan_cost: scan,
+            };
+            return Ok((Choice::Set(set), explain));
+        }
+        let node = PlanNode {
+            step: Step::Scan {
+                test: to_filter(root).to_string(),
+            },
+            estimated,
+            actual: 0,
+            children: Vec::new(),
+        };
+        let explain = Explain {
+            root: node,
+            customers: self.n,
+            cost: scan,
+            scan_cost: scan,
+        };
+        Ok((Choice::Scan, explain))
+    }
+
+    /// Every customer id, sorted.
+    pub(crate) fn all_ids(&mut self) -> Result<&[u64]> {
+        if self.all.is_none() {
+            self.all = Some(sorted(self.tx.ids(&Index::CreatedAt, &Scan::All)?));
+        }
+        Ok(self.all.as_deref().unwrap_or_default())
+    }
+
+    fn customers_with_metrics(&mut self) -> Result<Vec<u64>> {
+        if self.has_metrics.is_none() {
+            // Every customer with a metrics row has an order count entry.
+            self.has_metrics = Some(sorted(self.tx.ids(&Index::OrderCount, &Scan::All)?));
+        }
+        Ok(self.has_metrics.clone().unwrap_or_default())
+    }
+
+    /// The ids of a set, listed.
+    pub(crate) fn list(&mut self, set: IdSet) -> Result<Vec<u64>> {
+        Ok(match set {
+            IdSet::Only(v) => v,
+            IdSet::AllBut(v) => difference(self.all_ids()?, &v),
+        })
+    }
+
+    /// The exact set of `node`, which must be settable, and its plan.
+    fn run(&mut self, node: &Node) -> Result<(IdSet, PlanNode)> {
+        let n = self.n as f64;
+        let estimated = estimate(fraction(node, n), n);
+        let (set, step, children) = match node {
+            Node::Const(b) => {
+                let set = if *b {
+                    IdSet::AllBut(Vec::new())
+                } else {
+                    IdSet::Only(Vec::new())
+                };
+                (set, Step::Constant(*b), Vec::new())
+            }
+            Node::Leaf(leaf) => {
+                let set = self.read_leaf(leaf)?;
+                let step = Step::Index {
+                    index: leaf
+                        .index
+                        .as_ref()
+                        .map_or_else(String::new, |u| u.index.name().to_owned()),
+                    test: leaf.source.to_string(),
+                };
+                (set, step, Vec::new())
+            }
+            Node::Or(ns) => {
+                let mut set = IdSet::Only(Vec::new());
+                let mut children = Vec::new();
+                for c in ns {
+                    let (s, p) = self.run(c)?;
+                    set = set.union(s);
+                    children.push(p);
+                }
+                (set, Step::Union, children)
+            }
+            Node::Not(c) => {
+                let (s, p) = self.run(c)?;
+                (s.complement(), Step::Complement, vec![p])
+            }
+            Node::And(ns) => return self.run_and(ns, estimated),
+            Node::Consent { .. } => {
+                // Not settable: `choose` and `run_and` never pass it here. Answer by checking
+                // every customer rather than failing.
+                return self.filter_candidates(IdSet::AllBut(Vec::new()), &[node], None, estimated);
+            }
+        };
+        let actual = set.len(self.n);
+        Ok((
+            set,
+            PlanNode {
+                step,
+                estimated,
+                actual,
+                children,
+            },
+        ))
+    }
+
+    fn run_and(&mut self, ns: &[Node], estimated: u64) -> Result<(IdSet, PlanNode)> {
+        let n = self.n as f64;
+        let (first, _) = split_and(ns, n, self.now, None);
+        let Some(first) = first.first() else {
+            return self.filter_candidates(
+                IdSet::AllBut(Vec::new()),
+                &ns.iter().collect::<Vec<_>>(),
+                None,
+                estimated,
+            );
+        };
+        let (mut set, first_plan) = self.run(first)?;
+        // Re-plan the rest with the first set's exact size.
+        let (sets, residual) = split_and(ns, n, self.now, Some(set.len(self.n) as f64));
+        let sets_estimate = estimate(sets.iter().map(|c| fraction(c, n)).product(), n);
+        let mut plans = vec![first_plan];
+        for c in sets.into_iter().skip(1) {
+            let (s, p) = self.run(c)?;
+            set = set.intersect(s);
+            plans.push(p);
+        }
+        let input = if plans.len() == 1 {
+            plans.pop()
+        } else {
+            let actual = set.len(self.n);
+            Some(PlanNode {
+                step: Step::Intersect,
+                estimated: sets_estimate,
+                actual,
+                children: plans,
+            })
+        };
+        if residual.is_empty() {
+            let mut node = input.unwrap_or(PlanNode {
+                step: Step::Constant(true),
+                estimated,
+                actual: set.len(self.n),
+                children: Vec::new(),
+            });
+            node.estimated = estimated;
+            return Ok((set, node));
+        }
+        self.filter_candidates(set, &residual, input, estimated)
+    }
+
+    /// Checks `residual` on the records of `candidates`.
+    fn filter_candidates(
+        &mut self,
+        candidates: IdSet,
+        residual: &[&Node],
+        input: Option<PlanNode>,
+        estimated: u64,
+    ) -> Result<(IdSet, PlanNode)> {
+        let ids = self.list(candidates)?;
+        let test = Node::And(residual.iter().map(|n| (*n).clone()).collect());
+        let metrics = test.needs_metrics();
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(rec) = self.tx.get(CustomerId::from_u64(id))? else {
+                continue;
+            };
+            let m = self.metrics_of(&rec, metrics)?;
+            if test.matches(&rec, &m, self.now) {
+                out.push(id);
+            }
+        }
+        let node = PlanNode {
+            step: Step::Filter {
+                test: describe(residual),
+            },
+            estimated,
+            actual: out.len() as u64,
+            children: input.into_iter().collect(),
+        };
+        Ok((IdSet::Only(out), node))
+    }
+
+    /// The customer's metrics if `needed`, else the defaults (unused).
+    pub(crate) fn metrics_of(&self, rec: &Record, needed: bool) -> Result<Metrics> {
+        if needed {
+            self.tx.metrics(rec.id)
+        } else {
+            Ok(Metrics::default())
+        }
+    }
+
+    fn read_leaf(&mut self, leaf: &Leaf) -> Result<IdSet> {
+        let Some(u) = &leaf.index else {
+            return Ok(IdSet::Only(Vec::new()));
+        };
+        let mut acc: Option<Vec<u64>> = None;
+        for scan in &u.scans {
+            let ids = sorted(self.tx.ids(&u.index, scan)?);
+            acc = Some(match acc {
+                None => ids,
+                Some(a) if u.intersect => intersect(&a, &ids),
+                Some(a) => union(&a, &ids),
+            });
+        }
+        let set = match acc {
+            Some(v) => IdSet::Only(v),
+            None if u.intersect => IdSet::AllBut(Vec::new()),
+            None => IdSet::Only(Vec::new()),
+        };
+        if u.metric && leaf.matches_default_metrics(self.now) {
+            // Customers without activities have no entry but pass: every customer but those
+            // with metrics that fail.
+            let with = self.customers_with_metrics()?;
+            let passing = self.list(set)?;
+            return Ok(IdSet::AllBut(difference(&with, &passing)));
+        }
+        Ok(set)
+    }
+}
+
+/// Ids as numbers, sorted and without repeats.
+fn sorted(ids: Vec<CustomerId>) -> Vec<u64> {
+    let mut v: Vec<u64> = ids.into_iter().map(CustomerId::as_u64).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_algebra_matches_naive_sets() {
+        let a = vec![1, 3, 5, 7, 9];
+        let b = vec![3, 4, 5, 10];
+        assert_eq!(intersect(&a, &b), vec![3, 5]);
+        assert_eq!(union(&a, &b), vec![1, 3, 4, 5, 7, 9, 10]);
+        assert_eq!(difference(&a, &b), vec![1, 7, 9]);
+        let big: Vec<u64> = (0..1000).collect();
+        assert_eq!(intersect(&[5, 500, 2000], &big), vec![5, 500]);
+    }
+
+    #[test]
+    fn complements_combine_without_listing_every_id() {
+        let only = IdSet::Only(vec![1, 2, 3]);
+        let but = IdSet::AllBut(vec![2, 9]);
+        assert_eq!(only.clone().intersect(but.clone()), IdSet::Only(vec![1, 3]));
+        assert_eq!(only.union(but.clone()), IdSet::AllBut(vec![9]));
+        assert_eq!(
+            but.clone().intersect(IdSet::AllBut(vec![4])),
+            IdSet::AllBut(vec![2, 4, 9])
+        );
+        assert_eq!(but.len(10), 8);
+    }
+}
