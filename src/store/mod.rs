@@ -7,6 +7,7 @@ pub(crate) mod codec;
 mod dedup;
 mod history;
 mod read;
+mod segments;
 mod subscribe;
 mod timeline;
 mod verify;
@@ -27,6 +28,7 @@ pub use dedup::{
 };
 pub use history::{Change, FieldChange, Json, Operation};
 pub use read::{Customers, Read, ReadTxn};
+pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
 pub use timeline::{ActivityQuery, Compaction};
 pub use verify::{Problem, VerifyReport};
@@ -62,10 +64,12 @@ pub(crate) enum Table {
     Aliases,
     /// `merge id -> codec(MergeLog)`: what a merge changed, for unmerge.
     Merges,
+    /// `name -> codec(Segment)`: saved segments.
+    Segments,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 9] = [
+    pub(crate) const ALL: [Table; 10] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
@@ -75,6 +79,7 @@ impl Table {
         Table::Review,
         Table::Aliases,
         Table::Merges,
+        Table::Segments,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -88,6 +93,7 @@ impl Table {
             Table::Review => "review",
             Table::Aliases => "aliases",
             Table::Merges => "merges",
+            Table::Segments => "segments",
         })
     }
 }

@@ -41,6 +41,10 @@ pub(crate) trait Backend {
     fn has_record(&self, id: u64) -> Result<bool>;
     /// The sequence number of the latest change.
     fn last_seq(&self) -> Result<u64>;
+    /// The exchange rates metrics are computed with.
+    fn rates(&self) -> &crate::model::Rates;
+    /// The time now, by the store's clock.
+    fn now(&self) -> DateTime<Utc>;
     /// Calls `f` with every record, in id order.
     fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()>;
     /// A store-wide value from the meta table.
@@ -227,6 +231,38 @@ pub trait Read: sealed::Sealed {
 
     /// The sequence number of the latest change (0 if none).
     fn last_seq(&self) -> Result<u64>;
+
+    /// The saved segment named `name`.
+    fn segment(&self, name: &str) -> Result<Option<crate::query::Segment>>;
+
+    /// Every saved segment, by name.
+    fn segments(&self) -> Result<Vec<crate::query::Segment>>;
+
+    /// Who entered and who left the saved segment `name` since feed position `since` (a `seq`
+    /// from [`Read::last_seq`] or an earlier answer's `until`), for triggering campaigns.
+    ///
+    /// ```
+    /// use customerdb::query::Segment;
+    /// use customerdb::{Customer, Read, Store};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write()?;
+    /// tx.save_segment(&Segment::parse("vip", r#"tag = "vip""#)?)?;
+    /// let ada = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    /// tx.commit()?;
+    /// let mark = store.begin_read()?.last_seq()?;
+    /// let mut tx = store.begin_write()?;
+    /// let mut c = tx.get(ada)?.unwrap().customer;
+    /// c.tags.insert(customerdb::Tag::parse("VIP")?);
+    /// tx.update(ada, c)?;
+    /// tx.commit()?;
+    /// let changes = store.begin_read()?.segment_changes("vip", mark)?;
+    /// assert_eq!(changes.entered, vec![ada]);
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::Invalid`] if there is no segment of that name.
+    fn segment_changes(&self, name: &str, since: u64) -> Result<super::SegmentChanges>;
 }
 
 pub(crate) fn get(b: &impl Backend, id: CustomerId) -> Result<Option<Record>> {
@@ -393,6 +429,24 @@ macro_rules! impl_read {
             fn last_seq(&self) -> Result<u64> {
                 $crate::store::timeline::last_seq(self)
             }
+            fn segment(&self, name: &str) -> Result<Option<$crate::query::Segment>> {
+                $crate::store::segments::segment(self, name)
+            }
+            fn segments(&self) -> Result<Vec<$crate::query::Segment>> {
+                $crate::store::segments::segments(self)
+            }
+            fn segment_changes(
+                &self,
+                name: &str,
+                since: u64,
+            ) -> Result<$crate::store::SegmentChanges> {
+                let segment = $crate::store::segments::segment(self, name)?.ok_or_else(|| {
+                    $crate::Error::invalid("segment", name, $crate::normalize::Reason::Malformed)
+                })?;
+                let rates = $crate::store::read::Backend::rates(self).clone();
+                let now = $crate::store::read::Backend::now(self);
+                $crate::store::segments::segment_changes(self, &segment, since, &rates, now)
+            }
         }
     };
 }
@@ -419,10 +473,12 @@ pub struct ReadTxn {
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
-    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 9],
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 10],
     txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,
+    rates: Arc<crate::model::Rates>,
+    clock: super::Clock,
     /// Keeps the database open while the transaction lives; last, so it is dropped last.
     _store: Arc<super::Inner>,
 }
@@ -449,6 +505,8 @@ impl ReadTxn {
             txn,
             schema: OnceLock::new(),
             region: config.default_region,
+            rates: config.rates.clone(),
+            clock: config.clock.clone(),
         }
     }
 
@@ -650,6 +708,14 @@ impl Backend for ReadTxn {
 
     fn last_seq(&self) -> Result<u64> {
         Ok(super::read_counter(self.raw_meta()?, super::META_NEXT_SEQ)?.map_or(0, |n| n - 1))
+    }
+
+    fn rates(&self) -> &crate::model::Rates {
+        &self.rates
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
     }
 
     fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {

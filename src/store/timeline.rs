@@ -644,6 +644,18 @@ pub(crate) fn history(
         .collect()
 }
 
+/// A customer's changes with a sequence number up to `seq`, oldest first.
+pub(crate) fn history_until(
+    b: &impl Backend,
+    customer: CustomerId,
+    seq: u64,
+) -> Result<Vec<Change>> {
+    customer_seqs(b, customer, seq.checked_add(1), false, usize::MAX)?
+        .into_iter()
+        .map(|s| change(b, s))
+        .collect()
+}
+
 pub(crate) fn customer_as_of(
     b: &impl Backend,
     customer: CustomerId,

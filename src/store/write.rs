@@ -84,7 +84,7 @@ struct Buffers {
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
-    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 9],
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 10],
     /// History entries not yet written, in sequence order.
     changes: Vec<Change>,
 }
@@ -705,6 +705,14 @@ impl Backend for WriteTxn {
 
     fn last_seq(&self) -> Result<u64> {
         Ok(self.next_seq.peek() - 1)
+    }
+
+    fn rates(&self) -> &Rates {
+        &self.rates
+    }
+
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        (self.clock)()
     }
 
     fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {

@@ -1232,3 +1232,64 @@ fn filter_errors_name_the_problem() -> Result<()> {
     assert!(source.to_string().contains("byte 10"), "{source}");
     Ok(())
 }
+
+#[test]
+fn saved_segments_report_who_entered_and_left_since_a_feed_position() -> customerdb::Result<()> {
+    use chrono::TimeZone;
+    use customerdb::query::Segment;
+    use customerdb::{Activity, Currency, Customer, Read, Store};
+
+    let store = Store::in_memory()?;
+    let mut tx = store.begin_write()?;
+    tx.save_segment(&Segment::parse(
+        "buyers",
+        "order_count >= 1 and country = \"DE\"",
+    )?)?;
+    tx.save_segment(&Segment::parse("all", "order_count >= 0")?)?;
+    let de = || {
+        Customer::builder().address(customerdb::AddressParts {
+            country: Some("DE".into()),
+            ..customerdb::AddressParts::default()
+        })
+    };
+    let ada = tx.insert(de().name("Ada Lovelace"))?;
+    let alan = tx.insert(de().name("Alan Turing"))?;
+    let at = chrono::Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap();
+    let eur = Currency::parse("EUR")?;
+    let first = tx.add_activity(alan, Activity::purchase(at, 500, eur))?;
+    tx.commit()?;
+    let mark = store.begin_read()?.last_seq()?;
+
+    let mut tx = store.begin_write()?;
+    tx.add_activity(ada, Activity::purchase(at, 900, eur))?; // Ada enters
+    tx.remove_activity(first)?; // Alan leaves
+    let grace = tx.insert(de().name("Grace Hopper"))?; // no purchase: not a buyer
+    tx.commit()?;
+
+    let tx = store.begin_read()?;
+    assert_eq!(
+        tx.segments()?
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["all", "buyers"]
+    );
+    let changes = tx.segment_changes("buyers", mark)?;
+    assert_eq!(changes.entered, vec![ada]);
+    assert_eq!(changes.left, vec![alan]);
+    assert_eq!(changes.until, tx.last_seq()?);
+    assert_eq!(tx.segment_changes("all", mark)?.entered, vec![grace]);
+    assert!(
+        tx.segment_changes("buyers", changes.until)?
+            .entered
+            .is_empty()
+    );
+    assert!(tx.segment_changes("nope", 0).is_err());
+    drop(tx);
+    let mut tx = store.begin_write()?;
+    assert!(tx.remove_segment("all")?);
+    assert!(!tx.remove_segment("all")?);
+    tx.commit()?;
+    assert_eq!(store.begin_read()?.segments()?.len(), 1);
+    Ok(())
+}
