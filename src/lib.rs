@@ -65,7 +65,7 @@ pub use store::{
 };
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
-    ReviewStatus, Survivorship,
+    ReviewStatus, SegmentChanges, Survivorship,
 };
 
 /// The README's examples, compiled and run as doctests.
