@@ -285,3 +285,237 @@ fn merge_on_insert_and_batch_clusters_respect_decisions() -> Result<()> {
     assert!(store.verify()?.is_clean());
     Ok(())
 }
+
+mod properties {
+    //! Merge then unmerge restores everything; no merge loses an email, phone, address, tag
+    //! or activity. Random customers and timelines, random participants and rules.
+
+    use std::collections::BTreeSet;
+
+    use chrono::{TimeZone, Utc};
+    use customerdb::{
+        Activity, ActivityQuery, AddressParts, Currency, Customer, CustomerId, Index, Read,
+        ReadTxn, Scan, Store, Survivorship,
+    };
+    use proptest::prelude::*;
+
+    const GIVEN: [&str; 4] = ["Robert", "Bob", "Ada", "Grace"];
+    const FAMILY: [&str; 3] = ["Smith", "Lovelace", "Hopper"];
+    const TAGS: [&str; 3] = ["vip", "gold", "lapsed"];
+    const TOWNS: [(&str, &str); 3] = [
+        ("London", "SW1A 1AA"),
+        ("Leeds", "LS1 4AP"),
+        ("York", "YO1 7HH"),
+    ];
+
+    #[derive(Debug, Clone)]
+    struct Person {
+        given: usize,
+        family: usize,
+        phones: Vec<usize>,
+        tags: Vec<usize>,
+        town: Option<usize>,
+        source: bool,
+        purchases: Vec<(u32, i64)>,
+    }
+
+    fn person() -> impl Strategy<Value = Person> {
+        (
+            0..GIVEN.len(),
+            0..FAMILY.len(),
+            prop::collection::vec(0..crate::PHONES.len(), 0..3),
+            prop::collection::vec(0..TAGS.len(), 0..3),
+            prop::option::of(0..TOWNS.len()),
+            any::<bool>(),
+            prop::collection::vec((1u32..28, 1i64..10_000), 0..4),
+        )
+            .prop_map(
+                |(given, family, phones, tags, town, source, purchases)| Person {
+                    given,
+                    family,
+                    phones,
+                    tags,
+                    town,
+                    source,
+                    purchases,
+                },
+            )
+    }
+
+    /// Everything observable about the store, to compare before and after.
+    #[derive(Debug, PartialEq)]
+    struct Snapshot {
+        customers: Vec<(CustomerId, Customer)>,
+        activities: Vec<(u64, CustomerId, String)>,
+        indexes: Vec<(String, u64, Vec<CustomerId>)>,
+    }
+
+    fn snapshot(tx: &ReadTxn) -> Snapshot {
+        let customers = tx
+            .customers()
+            .unwrap()
+            .map(|r| {
+                let r = r.unwrap();
+                (r.id, r.customer)
+            })
+            .collect();
+        let mut activities: Vec<_> = tx
+            .activities(&ActivityQuery::new().limit(usize::MAX))
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id.as_u64(), r.customer, format!("{:?}", r.activity)))
+            .collect();
+        activities.sort();
+        let indexes = Index::BUILTIN
+            .iter()
+            .filter(|i| !matches!(i, Index::UpdatedAt))
+            .map(|i| {
+                (
+                    i.name().to_owned(),
+                    tx.index_len(i).unwrap(),
+                    tx.ids(i, &Scan::All).unwrap(),
+                )
+            })
+            .collect();
+        Snapshot {
+            customers,
+            activities,
+            indexes,
+        }
+    }
+
+    /// A store holding `people`, each with an email of its own and its purchases.
+    fn load(people: &[Person]) -> (Store, Vec<CustomerId>) {
+        let store = Store::in_memory().unwrap();
+        let mut tx = store.begin_write().unwrap();
+        let eur = Currency::parse("EUR").unwrap();
+        let mut ids = Vec::new();
+        for (i, p) in people.iter().enumerate() {
+            let mut b = Customer::builder()
+                .given_name(GIVEN[p.given])
+                .family_name(FAMILY[p.family])
+                .email(format!("person{i}@example.com"))
+                .source(if p.source { "crm" } else { "shop" });
+            for &ph in &p.phones {
+                b = b.phone(crate::PHONES[ph]);
+            }
+            for &t in &p.tags {
+                b = b.tag(TAGS[t]);
+            }
+            if let Some(t) = p.town {
+                b = b.address(AddressParts {
+                    locality: Some(TOWNS[t].0.into()),
+                    postcode: Some(TOWNS[t].1.into()),
+                    country: Some("GB".into()),
+                    ..AddressParts::default()
+                });
+            }
+            let id = tx.insert(b).unwrap();
+            for &(day, amount) in &p.purchases {
+                let at = Utc.with_ymd_and_hms(2026, 2, day, 12, 0, 0).unwrap();
+                tx.add_activity(id, Activity::purchase(at, amount, eur))
+                    .unwrap();
+            }
+            ids.push(id);
+        }
+        tx.commit().unwrap();
+        (store, ids)
+    }
+
+    fn run(
+        people: &[Person],
+        survivor: usize,
+        others: &[usize],
+        rule: u8,
+    ) -> Result<(), TestCaseError> {
+        let (store, ids) = load(people);
+        let before = snapshot(&store.begin_read().unwrap());
+
+        let s = ids[survivor % ids.len()];
+        let merged: Vec<CustomerId> = others
+            .iter()
+            .map(|o| ids[o % ids.len()])
+            .filter(|&o| o != s)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let rule = match rule % 4 {
+            0 => Survivorship::Survivor,
+            1 => Survivorship::MostRecent,
+            2 => Survivorship::MostComplete,
+            _ => Survivorship::TrustedSources(vec!["crm".into()]),
+        };
+        let mut tx = store.begin_write().unwrap();
+        let plan = tx.merge_plan(s, &merged, &rule).unwrap();
+        let id = tx.merge(&plan).unwrap();
+        tx.commit().unwrap();
+
+        // Nothing lost: every participant's emails, phones, addresses and tags are on the
+        // survivor, and every activity is still there, on the survivor if it was a participant's.
+        let tx = store.begin_read().unwrap();
+        let after = tx.get(s).unwrap().unwrap().customer;
+        for (pid, c) in before
+            .customers
+            .iter()
+            .filter(|(pid, _)| *pid == s || merged.contains(pid))
+        {
+            for e in &c.emails {
+                prop_assert!(
+                    after.emails.iter().any(|x| x.match_key() == e.match_key()),
+                    "{pid}: email lost"
+                );
+            }
+            for p in &c.phones {
+                prop_assert!(
+                    after.phones.iter().any(|x| x.e164() == p.e164()),
+                    "{pid}: phone lost"
+                );
+            }
+            for a in &c.addresses {
+                prop_assert!(after.addresses.contains(a), "{pid}: address lost");
+            }
+            prop_assert!(c.tags.is_subset(&after.tags), "{pid}: tag lost");
+        }
+        let moved = tx
+            .activities(&ActivityQuery::new().limit(usize::MAX))
+            .unwrap();
+        prop_assert_eq!(moved.len(), before.activities.len());
+        for r in &moved {
+            let (_, owner, _) = before
+                .activities
+                .iter()
+                .find(|a| a.0 == r.id.as_u64())
+                .unwrap();
+            let expected = if merged.contains(owner) { s } else { *owner };
+            prop_assert_eq!(r.customer, expected);
+        }
+        for m in &merged {
+            prop_assert_eq!(tx.get(*m).unwrap().map(|r| r.id), Some(s));
+        }
+        drop(tx);
+        prop_assert!(store.verify().unwrap().is_clean());
+
+        // Unmerge restores every record, index entry and activity.
+        let mut tx = store.begin_write().unwrap();
+        tx.unmerge(id).unwrap();
+        tx.commit().unwrap();
+        let restored = snapshot(&store.begin_read().unwrap());
+        prop_assert_eq!(restored, before);
+        prop_assert!(store.verify().unwrap().is_clean());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn merge_then_unmerge_restores_everything_and_merge_loses_nothing(
+            people in prop::collection::vec(person(), 2..6),
+            survivor in any::<usize>(),
+            others in prop::collection::vec(any::<usize>(), 1..4),
+            rule in any::<u8>(),
+        ) {
+            run(&people, survivor, &others, rule)?;
+        }
+    }
+}
