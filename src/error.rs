@@ -40,6 +40,9 @@ pub enum ErrorKind {
     },
     /// The customer changed since a plan about it was made (see [`crate::WriteTxn::merge`]).
     Stale(CustomerId),
+    /// An email or phone of the customer was erased with suppression (see
+    /// [`crate::WriteTxn::erase`]).
+    Suppressed,
     /// A value was refused by standardisation; nothing of the record was stored.
     Invalid {
         /// Which field, as a path into the record (`emails[1]`, `addresses[0].postcode`).
@@ -197,6 +200,7 @@ impl Error {
             ErrorKind::ActivityNotFound(_) => "activity_not_found",
             ErrorKind::Duplicate { .. } => "duplicate",
             ErrorKind::Stale(_) => "stale",
+            ErrorKind::Suppressed => "suppressed",
             ErrorKind::Invalid { .. } => "invalid",
             ErrorKind::Conflict { .. } => "conflict",
             ErrorKind::UnknownAttribute { .. } => "unknown_attribute",
@@ -223,6 +227,9 @@ impl fmt::Display for Error {
                 )
             }
             ErrorKind::Stale(id) => write!(f, "customer {id} changed since the plan was made"),
+            ErrorKind::Suppressed => {
+                f.write_str("an email or phone of the customer was erased and is suppressed")
+            }
             ErrorKind::Invalid {
                 field,
                 value,

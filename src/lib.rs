@@ -65,7 +65,7 @@ pub use store::{
 };
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
-    ReviewStatus, SegmentChanges, Survivorship,
+    ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,
 };
 
 /// The README's examples, compiled and run as doctests.

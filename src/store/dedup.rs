@@ -502,6 +502,13 @@ fn union_lists(c: &mut Customer, others: &[Record]) {
     c.consents.sort_by_key(|x| x.at);
 }
 
+/// Whether a stored merge log names one of `ids` (as survivor or merged customer).
+pub(crate) fn merge_log_involves(bytes: &[u8], ids: &BTreeSet<CustomerId>) -> bool {
+    codec::decode::<MergeLog>(bytes, "merge log").is_ok_and(|log| {
+        ids.contains(&log.survivor) || log.merged.iter().any(|r| ids.contains(&r.id))
+    })
+}
+
 fn extend_distinct<T: Clone, K: PartialEq>(into: &mut Vec<T>, from: &[T], key: impl Fn(&T) -> K) {
     for x in from {
         let k = key(x);

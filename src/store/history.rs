@@ -46,6 +46,9 @@ pub enum Operation {
     Unmerged,
     /// A merged-away customer was brought back by an unmerge; its fields are its values.
     Restored,
+    /// The customer was erased: every earlier change of it is gone from history, and this
+    /// entry (no fields) tells a feed consumer to erase its copy.
+    Erased,
 }
 
 impl Operation {
@@ -64,6 +67,7 @@ impl Operation {
             Operation::MergedInto(_) => "merged_into",
             Operation::Unmerged => "unmerged",
             Operation::Restored => "restored",
+            Operation::Erased => "erased",
         }
     }
 }
@@ -297,7 +301,7 @@ impl Replay {
                     }
                 }
             }
-            Operation::Remove | Operation::MergedInto(_) => self.state = None,
+            Operation::Remove | Operation::MergedInto(_) | Operation::Erased => self.state = None,
             Operation::ActivityAdded(_)
             | Operation::ActivityCorrected(_)
             | Operation::ActivityRemoved(_)

@@ -6,6 +6,7 @@
 pub(crate) mod codec;
 mod dedup;
 mod history;
+mod privacy;
 mod read;
 mod segments;
 mod subscribe;
@@ -27,6 +28,7 @@ pub use dedup::{
     ReviewStatus, Survivorship,
 };
 pub use history::{Change, FieldChange, Json, Operation};
+pub use privacy::{Suppress, Tombstone};
 pub use read::{Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
@@ -66,10 +68,14 @@ pub(crate) enum Table {
     Merges,
     /// `name -> codec(Segment)`: saved segments.
     Segments,
+    /// `customer -> codec(Tombstone)`: erased customers, without personal data.
+    Tombstones,
+    /// `HMAC(key, "email:..." or "phone:...") -> ()`: values erased with suppression.
+    Suppressed,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 10] = [
+    pub(crate) const ALL: [Table; 12] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
@@ -80,6 +86,8 @@ impl Table {
         Table::Aliases,
         Table::Merges,
         Table::Segments,
+        Table::Tombstones,
+        Table::Suppressed,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -94,6 +102,8 @@ impl Table {
             Table::Aliases => "aliases",
             Table::Merges => "merges",
             Table::Segments => "segments",
+            Table::Tombstones => "tombstones",
+            Table::Suppressed => "suppressed",
         })
     }
 }
@@ -170,6 +180,7 @@ pub(crate) struct Config {
     pub(crate) rates: Arc<Rates>,
     pub(crate) hub: Arc<subscribe::Hub>,
     pub(crate) retention: HistoryRetention,
+    pub(crate) suppression_key: Option<Arc<[u8]>>,
 }
 
 /// An embedded customer database.
@@ -197,6 +208,9 @@ pub struct Store {
 /// so a transaction keeps the database open even if the last `Store` is dropped first.
 pub(crate) struct Inner {
     db: redb::Database,
+    /// The file, for a file-backed store (compaction rewrites it).
+    path: Option<std::path::PathBuf>,
+    cache_size: Option<usize>,
     config: Config,
 }
 
@@ -278,6 +292,46 @@ impl Store {
         }
     }
 
+    /// Rewrites the database file holding only live data: every table is copied into a new
+    /// file that then replaces the old one, so bytes that freed pages still held (erased
+    /// customers, overwritten values) are gone from the file, which also shrinks. Needs the
+    /// only handle of the store (no clones, no open transactions). An in-memory store is
+    /// compacted in place.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Storage`] if the store is shared or the engine fails; [`ErrorKind::Io`] if
+    /// the new file cannot replace the old (the old one is then still in use, unchanged).
+    pub fn compact(&mut self) -> Result<()> {
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| {
+            Error::with_source(
+                ErrorKind::Storage,
+                "the store is shared: compaction needs its only handle",
+            )
+        })?;
+        let Some(path) = inner.path.clone() else {
+            inner.db.compact().map_err(storage)?;
+            return Ok(());
+        };
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".compacting");
+        let tmp = std::path::PathBuf::from(tmp);
+        let cache = inner.cache_size;
+        let builder = || {
+            let mut b = redb::Database::builder();
+            if let Some(bytes) = cache {
+                b.set_cache_size(bytes);
+            }
+            b
+        };
+        {
+            let fresh = builder().create(&tmp).map_err(storage)?;
+            copy_all(&inner.db, &fresh)?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        inner.db = builder().open(&path).map_err(storage)?;
+        Ok(())
+    }
+
     /// Compacts history older than `before` (see [`WriteTxn::compact_history`]) in a
     /// transaction of its own.
     pub fn compact_history(&self, before: DateTime<Utc>) -> Result<Compaction> {
@@ -292,9 +346,19 @@ impl Store {
         verify::verify(&self.begin_read()?, &self.inner.config.rates)
     }
 
-    fn from_db(db: redb::Database, config: Config) -> Result<Store> {
+    fn from_db(
+        db: redb::Database,
+        config: Config,
+        path: Option<std::path::PathBuf>,
+        cache_size: Option<usize>,
+    ) -> Result<Store> {
         let store = Store {
-            inner: Arc::new(Inner { db, config }),
+            inner: Arc::new(Inner {
+                db,
+                path,
+                cache_size,
+                config,
+            }),
         };
         store.initialise()?;
         Ok(store)
@@ -338,6 +402,33 @@ impl Store {
     }
 }
 
+/// Copies every table of `from` into the empty database `to`, in one durable transaction.
+fn copy_all(from: &redb::Database, to: &redb::Database) -> Result<()> {
+    fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(
+        r: &redb::ReadTransaction,
+        w: &redb::WriteTransaction,
+        def: TableDefinition<K, V>,
+    ) -> Result<()> {
+        let src = r.open_table(def).map_err(storage)?;
+        let mut dst = w.open_table(def).map_err(storage)?;
+        for item in src.iter().map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            dst.insert(k.value(), v.value()).map_err(storage)?;
+        }
+        Ok(())
+    }
+    let r = from.begin_read().map_err(storage)?;
+    let w = to.begin_write().map_err(storage)?;
+    copy(&r, &w, CUSTOMERS)?;
+    copy(&r, &w, POSTINGS)?;
+    copy(&r, &w, UNIQUES)?;
+    copy(&r, &w, META)?;
+    for t in Table::ALL {
+        copy(&r, &w, t.def())?;
+    }
+    w.commit().map_err(storage)
+}
+
 /// Settings for opening a [`Store`].
 ///
 /// ```
@@ -358,6 +449,7 @@ pub struct StoreBuilder {
     base_currency: Option<String>,
     rates: Vec<(String, rust_decimal::Decimal)>,
     retention: HistoryRetention,
+    suppression_key: Option<Vec<u8>>,
 }
 
 impl Default for StoreBuilder {
@@ -370,6 +462,7 @@ impl Default for StoreBuilder {
             base_currency: None,
             rates: Vec::new(),
             retention: HistoryRetention::KeepAll,
+            suppression_key: None,
         }
     }
 }
@@ -407,6 +500,14 @@ impl StoreBuilder {
     /// Where created and updated timestamps come from (default: the system clock).
     pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The secret key of erasure suppression lists ([`crate::Suppress::Yes`]): a keyed hash of
+    /// each suppressed email and phone is kept, never the value. Keep the key outside the
+    /// database file (a backup of the file alone cannot be searched for a known email).
+    pub fn suppression_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.suppression_key = Some(key.into());
         self
     }
 
@@ -461,22 +562,25 @@ impl StoreBuilder {
             rates: Arc::new(rates),
             hub: Arc::new(subscribe::Hub::default()),
             retention: self.retention,
+            suppression_key: self.suppression_key.map(Arc::from),
         };
         Ok((builder, config))
     }
 
     /// Opens the store at `path`, creating it if needed.
     pub fn create(self, path: impl AsRef<Path>) -> Result<Store> {
+        let cache = self.cache_size;
         let (builder, config) = self.config()?;
-        let db = builder.create(path).map_err(storage)?;
-        Store::from_db(db, config)
+        let db = builder.create(path.as_ref()).map_err(storage)?;
+        Store::from_db(db, config, Some(path.as_ref().to_owned()), cache)
     }
 
     /// Opens an existing store.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
+        let cache = self.cache_size;
         let (builder, config) = self.config()?;
-        let db = builder.open(path).map_err(storage)?;
-        Store::from_db(db, config)
+        let db = builder.open(path.as_ref()).map_err(storage)?;
+        Store::from_db(db, config, Some(path.as_ref().to_owned()), cache)
     }
 
     /// A store in memory.
@@ -485,6 +589,6 @@ impl StoreBuilder {
         let db = builder
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
-        Store::from_db(db, config)
+        Store::from_db(db, config, None, None)
     }
 }

@@ -232,6 +232,18 @@ pub trait Read: sealed::Sealed {
     /// The sequence number of the latest change (0 if none).
     fn last_seq(&self) -> Result<u64>;
 
+    /// Everything held on customer `id` as one self-describing JSON document (subject access
+    /// and portability): the record, the ids merged into it, its metrics, consent history,
+    /// activities, history (its own and that of the customers merged into it), and the
+    /// duplicate-review entries that name it.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value>;
+
+    /// The tombstone of an erased customer.
+    fn tombstone(&self, id: CustomerId) -> Result<Option<super::Tombstone>>;
+
     /// The saved segment named `name`.
     fn segment(&self, name: &str) -> Result<Option<crate::query::Segment>>;
 
@@ -429,6 +441,12 @@ macro_rules! impl_read {
             fn last_seq(&self) -> Result<u64> {
                 $crate::store::timeline::last_seq(self)
             }
+            fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value> {
+                $crate::store::privacy::subject_export(self, id)
+            }
+            fn tombstone(&self, id: CustomerId) -> Result<Option<$crate::store::Tombstone>> {
+                $crate::store::privacy::tombstone(self, id)
+            }
             fn segment(&self, name: &str) -> Result<Option<$crate::query::Segment>> {
                 $crate::store::segments::segment(self, name)
             }
@@ -473,7 +491,7 @@ pub struct ReadTxn {
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
-    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 10],
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 12],
     txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,

@@ -84,7 +84,7 @@ struct Buffers {
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
-    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 10],
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 12],
     /// History entries not yet written, in sequence order.
     changes: Vec<Change>,
 }
@@ -146,6 +146,7 @@ pub struct WriteTxn {
     clock: Clock,
     pub(super) rates: Arc<Rates>,
     actor: Option<String>,
+    suppression_key: Option<Arc<[u8]>>,
     hub: Arc<Hub>,
     /// Committed changes to hand to subscribers, kept only if there were any at begin.
     publish: Option<RefCell<Vec<Change>>>,
@@ -194,6 +195,7 @@ impl WriteTxn {
             clock: config.clock.clone(),
             rates: config.rates.clone(),
             actor: None,
+            suppression_key: config.suppression_key.clone(),
             hub: config.hub.clone(),
             publish,
         })
@@ -219,6 +221,16 @@ impl WriteTxn {
             .ok_or_else(|| Error::invalid("actor", actor, crate::normalize::Reason::Empty))?;
         self.actor = Some(cleaned);
         Ok(())
+    }
+
+    /// The actor of this transaction's changes.
+    pub(super) fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
+    }
+
+    /// The store's suppression key.
+    pub(super) fn suppression_key(&self) -> Option<&[u8]> {
+        self.suppression_key.as_deref()
     }
 
     /// The time now, by the store's clock.
@@ -254,6 +266,7 @@ impl WriteTxn {
     /// written then.
     pub fn insert(&mut self, customer: impl IntoCustomer) -> Result<CustomerId> {
         let customer = customer.into_customer(self.region)?;
+        self.check_suppressed(&customer)?;
         let schema = self.schema_arc()?;
         schema.check(&customer.attributes)?;
         let id = CustomerId::from_u64(self.next_id.peek());
@@ -357,6 +370,18 @@ impl WriteTxn {
     /// was.
     pub fn remove(&mut self, id: CustomerId) -> Result<Option<Record>> {
         self.remove_as(id, Operation::Remove)
+    }
+
+    /// Removes a customer, its index entries and its timeline without a history entry (erasure
+    /// deletes the customer's history itself).
+    pub(super) fn remove_silently(&mut self, id: CustomerId) -> Result<()> {
+        let Some(old) = self.record(id.as_u64())? else {
+            return Ok(());
+        };
+        let schema = self.schema_arc()?;
+        let old_entries = index::entries(&old, &schema);
+        self.remove_timeline(id)?;
+        self.stage(id, None, &old_entries, &Entries::default())
     }
 
     /// [`WriteTxn::remove`], recorded in history as `op`. The timeline goes with the record

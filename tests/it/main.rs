@@ -6,6 +6,7 @@ mod crash;
 mod dedup;
 mod merge;
 mod model_based;
+mod privacy;
 mod query;
 mod reference;
 mod store;

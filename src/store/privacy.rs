@@ -1,0 +1,259 @@
+//! Subject access and erasure: everything held on a person in one document, and erasure that
+//! reaches the record, every index, the timeline, history and the change feed, duplicate
+//! review data, aliases and merge logs, leaving a tombstone without personal data.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::Sha256;
+
+use super::read::Backend;
+use super::write::WriteTxn;
+use super::{Table, codec};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{Customer, CustomerId};
+use crate::normalize::Reason;
+
+/// What is left of an erased customer: no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The erased customer's id (never reused).
+    pub id: CustomerId,
+    /// When it was erased.
+    #[serde(with = "crate::model::wire::timestamp")]
+    pub at: DateTime<Utc>,
+    /// Who erased it (the transaction's actor).
+    pub by: Option<String>,
+    /// Why (e.g. "GDPR art. 17 request 2026-041").
+    pub reason: String,
+    /// Other ids erased with it: customers merged into it earlier.
+    pub aliases: Vec<CustomerId>,
+}
+
+/// Whether [`WriteTxn::erase`] also blocks the person from being inserted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppress {
+    /// Erase only.
+    No,
+    /// Keep a keyed hash of each email match key and phone, so an insert carrying one of them
+    /// is refused ([`ErrorKind::Suppressed`]). Needs [`crate::StoreBuilder::suppression_key`].
+    Yes,
+}
+
+/// The keyed hash of a suppressed value (`email:` or `phone:` and its normalised form).
+pub(crate) fn suppression_hash(key: &[u8], value: &str) -> Result<Vec<u8>> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key)
+        .map_err(|_| Error::invalid("suppression_key", "", Reason::Malformed))?;
+    mac.update(value.as_bytes());
+    Ok(mac.finalize().into_bytes().to_vec())
+}
+
+/// The values of `c` that suppression hashes.
+pub(crate) fn suppressible(c: &Customer) -> Vec<String> {
+    c.emails
+        .iter()
+        .map(|e| format!("email:{}", e.match_key()))
+        .chain(c.phones.iter().map(|p| format!("phone:{}", p.e164())))
+        .collect()
+}
+
+fn be(n: u64) -> [u8; 8] {
+    n.to_be_bytes()
+}
+
+/// Every key of `table` whose value passes `keep`.
+fn keys_where(
+    b: &impl Backend,
+    table: Table,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    mut keep: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    b.scan_raw(table, range, false, &mut |k, v| {
+        if keep(k, v) {
+            out.push(k.to_vec());
+        }
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+const ALL: (Bound<&[u8]>, Bound<&[u8]>) = (Bound::Unbounded, Bound::Unbounded);
+
+/// The ids merged into `id` (its aliases).
+fn aliases_of(b: &impl Backend, id: CustomerId) -> Result<Vec<CustomerId>> {
+    let target = be(id.as_u64());
+    Ok(keys_where(b, Table::Aliases, ALL, |_, v| v == target)?
+        .into_iter()
+        .filter_map(|k| <[u8; 8]>::try_from(k.as_slice()).ok())
+        .map(|k| CustomerId::from_u64(u64::from_be_bytes(k)))
+        .collect())
+}
+
+/// Everything held on customer `id`, as one self-describing JSON document.
+pub(crate) fn subject_export(b: &impl Backend, id: CustomerId) -> Result<serde_json::Value> {
+    let rec = b
+        .record(id.as_u64())?
+        .ok_or(Error::new(ErrorKind::NotFound(id)))?;
+    let to_json = |v: &dyn erased::Json| v.json();
+    let activities = super::timeline::timeline_all(b, id)?;
+    let mut history = Vec::new();
+    let aliases = aliases_of(b, id)?;
+    for who in std::iter::once(id).chain(aliases.iter().copied()) {
+        history.extend(super::timeline::history_until(b, who, u64::MAX - 1)?);
+    }
+    history.sort_by_key(|c| c.seq);
+    let reviews: Vec<_> = super::dedup::review_queue(b, false)?
+        .into_iter()
+        .filter(|r| r.a == id || r.b == id)
+        .collect();
+    Ok(json!({
+        "format": "customerdb subject export",
+        "version": 1,
+        "exported_at": b.now().to_rfc3339(),
+        "customer": to_json(&rec),
+        "merged_from": aliases,
+        "metrics": to_json(&super::timeline::metrics(b, id)?),
+        "consent_history": to_json(&rec.customer.consents),
+        "activities": to_json(&activities),
+        "history": to_json(&history),
+        "duplicate_reviews": to_json(&reviews),
+    }))
+}
+
+mod erased {
+    /// Serialisation to a JSON value behind a trait object, so one closure serves every type.
+    pub(super) trait Json {
+        fn json(&self) -> serde_json::Value;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+impl WriteTxn {
+    /// Erases customer `id` and everything about it, in this transaction: the record and its
+    /// index entries, its activities and metrics, every history entry (so the change feed no
+    /// longer holds its data; one [`crate::Operation::Erased`] entry tells feed consumers to
+    /// erase their copies), duplicate review entries, and customers merged into it earlier
+    /// with their aliases, history and merge logs. A [`Tombstone`] with no personal data
+    /// remains. With [`Suppress::Yes`], keyed hashes of its emails and phones block it from
+    /// being inserted again.
+    ///
+    /// Old pages of the database file can still hold the erased bytes until they are reused;
+    /// [`crate::Store::compact`] rewrites the file without them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is no such customer; [`ErrorKind::Invalid`] for an
+    /// empty reason, or for [`Suppress::Yes`] without a suppression key.
+    pub fn erase(&mut self, id: CustomerId, reason: &str, suppress: Suppress) -> Result<Tombstone> {
+        let reason = crate::normalize::optional_text(Some(reason))
+            .map_err(|r| Error::invalid("reason", reason, r))?
+            .ok_or_else(|| Error::invalid("reason", reason, Reason::Empty))?;
+        let rec = self
+            .record(id.as_u64())?
+            .ok_or(Error::new(ErrorKind::NotFound(id)))?;
+        if suppress == Suppress::Yes {
+            let key = self
+                .suppression_key()
+                .ok_or_else(|| Error::invalid("suppression_key", "", Reason::Empty))?
+                .to_vec();
+            for v in suppressible(&rec.customer) {
+                self.put_raw(
+                    Table::Suppressed,
+                    suppression_hash(&key, &v)?,
+                    Some(Vec::new()),
+                )?;
+            }
+        }
+        let aliases = aliases_of(self, id)?;
+        let everyone: BTreeSet<CustomerId> =
+            std::iter::once(id).chain(aliases.iter().copied()).collect();
+        self.remove_silently(id)?;
+        for who in &everyone {
+            for c in super::timeline::history_until(self, *who, u64::MAX - 1)? {
+                self.put_raw(Table::History, be(c.seq).to_vec(), None)?;
+                let mut k = be(who.as_u64()).to_vec();
+                k.extend_from_slice(&be(c.seq));
+                self.put_raw(Table::CustomerHistory, k, None)?;
+            }
+            self.put_raw(Table::Aliases, be(who.as_u64()).to_vec(), None)?;
+        }
+        let split = |k: &[u8]| -> Option<(u64, u64)> {
+            let (a, b) = k.split_at_checked(8)?;
+            Some((
+                u64::from_be_bytes(a.try_into().ok()?),
+                u64::from_be_bytes(b.try_into().ok()?),
+            ))
+        };
+        for k in keys_where(self, Table::Review, ALL, |k, _| {
+            split(k).is_some_and(|(a, b)| {
+                everyone.contains(&CustomerId::from_u64(a))
+                    || everyone.contains(&CustomerId::from_u64(b))
+            })
+        })? {
+            self.put_raw(Table::Review, k, None)?;
+        }
+        for k in keys_where(self, Table::Merges, ALL, |_, v| {
+            super::dedup::merge_log_involves(v, &everyone)
+        })? {
+            self.put_raw(Table::Merges, k, None)?;
+        }
+        let tomb = Tombstone {
+            id,
+            at: self.now(),
+            by: self.actor().map(str::to_owned),
+            reason,
+            aliases,
+        };
+        self.put_raw(
+            Table::Tombstones,
+            be(id.as_u64()).to_vec(),
+            Some(codec::encode(&tomb)?),
+        )?;
+        self.log(tomb.at, Some(id), crate::Operation::Erased, Vec::new());
+        Ok(tomb)
+    }
+
+    /// Refuses `c` if one of its emails or phones was suppressed by an erasure.
+    pub(super) fn check_suppressed(&self, c: &Customer) -> Result<()> {
+        let Some(key) = self.suppression_key() else {
+            return Ok(());
+        };
+        if !self.has_suppressions()? {
+            return Ok(());
+        }
+        for v in suppressible(c) {
+            if self
+                .get_raw(Table::Suppressed, &suppression_hash(key, &v)?)?
+                .is_some()
+            {
+                return Err(Error::new(ErrorKind::Suppressed));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_suppressions(&self) -> Result<bool> {
+        let mut any = false;
+        self.scan_raw(Table::Suppressed, ALL, false, &mut |_, _| {
+            any = true;
+            Ok(false)
+        })?;
+        Ok(any)
+    }
+}
+
+/// The tombstone of an erased customer.
+pub(crate) fn tombstone(b: &impl Backend, id: CustomerId) -> Result<Option<Tombstone>> {
+    b.get_raw(Table::Tombstones, &be(id.as_u64()))?
+        .map(|v| codec::decode(&v, "tombstone"))
+        .transpose()
+}
