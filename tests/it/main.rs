@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod cli;
 mod crash;
 mod dedup;
 mod merge;

@@ -1,5 +1,5 @@
-//! The `customerdb` command-line tool: standardise values, import CSV, look customers up, and
-//! check a store.
+//! The `customerdb` command-line tool: standardise values, import CSV, look customers up,
+//! query and segment them, find, explain, review and merge duplicates, and check a store.
 //!
 //! ```text
 //! customerdb normalize --kind email|phone|name|address [--region CC]   < values
@@ -9,9 +9,27 @@
 //! customerdb timeline --db PATH ID [--limit N]
 //! customerdb history --db PATH ID [--limit N]
 //! customerdb changes --db PATH [--since SEQ] [--limit N]
+//! customerdb query --db PATH 'FILTER' [--count] [--explain] [--format json|csv] [--limit N]
+//!                  [--sort FIELD[:desc]]
+//! customerdb segment save --db PATH NAME 'FILTER'
+//! customerdb segment list|count|members|changes --db PATH [NAME] [--format json|csv] [--since SEQ]
+//! customerdb dedup --input FILE.csv --map column=field,... --id-column COL [--truth-column COL]
+//!                  [--pairs OUT.csv] [--clusters OUT.csv] [--threshold P] [--region CC]
+//! customerdb dedup --db PATH [--threshold P] [--train]
+//! customerdb explain --db PATH ID1 ID2
+//! customerdb merge --db PATH SURVIVOR OTHER... [--rule RULE] [--dry-run]
+//! customerdb unmerge --db PATH MERGE_ID
+//! customerdb review --db PATH [--decide A B same|different --by NAME]
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
+//!
+//! Results are JSON lines unless a command says otherwise. Exit codes: 0 success, 1 failure
+//! (including "not found"), 2 a usage error or an argument the tool cannot read.
+
+mod dedup;
+mod merge;
+mod query;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -25,6 +43,7 @@ use customerdb::{
 use lexopt::prelude::*;
 use serde_json::{Value, json};
 
+/// The usage text, printed with every usage error.
 const USAGE: &str = "usage:
   customerdb normalize --kind email|phone|name|address [--region CC]   (values on stdin, one per line)
   customerdb import --db PATH FILE.csv [--map column=field,...] [--lenient] [--region CC]
@@ -33,13 +52,37 @@ const USAGE: &str = "usage:
   customerdb timeline --db PATH ID [--limit N]      (metrics, then activities, newest first)
   customerdb history --db PATH ID [--limit N]       (changes to one customer, newest first)
   customerdb changes --db PATH [--since SEQ] [--limit N]   (the change feed, oldest first)
+  customerdb query --db PATH 'FILTER' [--count] [--explain] [--format json|csv] [--limit N]
+                   [--sort FIELD[:desc]]
+  customerdb segment save --db PATH NAME 'FILTER'
+  customerdb segment list --db PATH
+  customerdb segment count --db PATH NAME
+  customerdb segment members --db PATH NAME [--format json|csv] [--limit N]
+  customerdb segment changes --db PATH NAME --since SEQ     (who entered and left, as JSON)
+  customerdb dedup --input FILE.csv --map column=field,... --id-column COL [--truth-column COL]
+                   [--pairs OUT.csv] [--clusters OUT.csv] [--threshold P] [--region CC]
+                   (in memory; map a column to attribute:NAME to match on it too)
+  customerdb dedup --db PATH [--threshold P] [--train]     (clusters as JSON lines)
+  customerdb explain --db PATH ID1 ID2                      (the pair's score, term by term)
+  customerdb merge --db PATH SURVIVOR OTHER... [--dry-run]
+                   [--rule survivor|most-recent|most-complete|trusted:SOURCE,...]
+  customerdb unmerge --db PATH MERGE_ID
+  customerdb review --db PATH [--decide A B same|different --by NAME]
   customerdb verify --db PATH
   customerdb stats --db PATH";
 
-/// What went wrong in the tool itself (bad arguments), as opposed to in the library.
+/// Why a command did not succeed.
 enum CliError {
+    /// Bad arguments: the message (if any) and the usage text are printed, exit code 2.
     Usage(String),
+    /// An argument the tool could not read (a filter with a syntax error): the message is
+    /// printed as it is, exit code 2.
+    Input(String),
+    /// The command ran but could not do what was asked (no such segment): exit code 1.
+    Failed(String),
+    /// An error from the library, printed with its causes: exit code 1.
     Db(Error),
+    /// A file or terminal error: exit code 1.
     Io(std::io::Error),
 }
 
@@ -58,23 +101,74 @@ impl From<lexopt::Error> for CliError {
         CliError::Usage(e.to_string())
     }
 }
+impl From<csv::Error> for CliError {
+    fn from(e: csv::Error) -> Self {
+        CliError::Io(std::io::Error::other(e))
+    }
+}
 
+/// The command line, read once; each command takes what it needs.
+// One flag per option the tool has; a state machine would not be clearer.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Default)]
 struct Args {
+    /// The command, the first non-option argument.
     command: String,
+    /// `--db`: the store file.
     db: Option<PathBuf>,
+    /// `--kind`: what `normalize` standardises.
     kind: Option<String>,
+    /// `--region`: the default phone region.
     region: Option<String>,
+    /// `--map`: column=field mappings, each possibly comma-separated.
     maps: Vec<String>,
+    /// `--lenient`: import valid values of records that have refused ones.
     lenient: bool,
+    /// `--email`: `find` by email.
     email: Option<String>,
+    /// `--phone`: `find` by phone.
     phone: Option<String>,
+    /// `--external`: `find` by external id.
     external: Option<String>,
-    since: u64,
+    /// `--since`: a change-feed position.
+    since: Option<u64>,
+    /// `--limit`: at most this many results.
     limit: Option<usize>,
+    /// `--count`: print how many match instead of who.
+    count: bool,
+    /// `--explain`: print the query plan instead of the results.
+    explain: bool,
+    /// `--format`: `json` or `csv`.
+    format: Option<String>,
+    /// `--sort`: `FIELD` or `FIELD:desc`.
+    sort: Option<String>,
+    /// `--input`: a CSV file to deduplicate.
+    input: Option<PathBuf>,
+    /// `--id-column`: the CSV column that identifies a row.
+    id_column: Option<String>,
+    /// `--truth-column`: the CSV column with each row's true entity.
+    truth_column: Option<String>,
+    /// `--pairs`: where to write the matched pairs.
+    pairs: Option<PathBuf>,
+    /// `--clusters`: where to write the clusters.
+    clusters: Option<PathBuf>,
+    /// `--threshold`: the match probability that links a pair.
+    threshold: Option<f64>,
+    /// `--train`: train and store the duplicate model first.
+    train: bool,
+    /// `--rule`: the survivorship rule of a merge.
+    rule: Option<String>,
+    /// `--dry-run`: show a merge plan without applying it.
+    dry_run: bool,
+    /// `--decide A B VERDICT`.
+    decide: Vec<String>,
+    /// `--by`: who decided.
+    by: Option<String>,
+    /// Non-option arguments after the command.
     positional: Vec<String>,
 }
 
+/// Reads the command line.
 fn parse_args() -> Result<Args, CliError> {
     let mut p = lexopt::Parser::from_env();
     let mut a = Args::default();
@@ -88,8 +182,27 @@ fn parse_args() -> Result<Args, CliError> {
             Long("email") => a.email = Some(p.value()?.string()?),
             Long("phone") => a.phone = Some(p.value()?.string()?),
             Long("external") => a.external = Some(p.value()?.string()?),
-            Long("since") => a.since = p.value()?.parse()?,
+            Long("since") => a.since = Some(p.value()?.parse()?),
             Long("limit") => a.limit = Some(p.value()?.parse()?),
+            Long("count") => a.count = true,
+            Long("explain") => a.explain = true,
+            Long("format") => a.format = Some(p.value()?.string()?),
+            Long("sort") => a.sort = Some(p.value()?.string()?),
+            Long("input") => a.input = Some(p.value()?.into()),
+            Long("id-column") => a.id_column = Some(p.value()?.string()?),
+            Long("truth-column") => a.truth_column = Some(p.value()?.string()?),
+            Long("pairs") => a.pairs = Some(p.value()?.into()),
+            Long("clusters") => a.clusters = Some(p.value()?.into()),
+            Long("threshold") => a.threshold = Some(p.value()?.parse()?),
+            Long("train") => a.train = true,
+            Long("rule") => a.rule = Some(p.value()?.string()?),
+            Long("dry-run") => a.dry_run = true,
+            Long("decide") => {
+                for v in p.values()? {
+                    a.decide.push(v.string()?);
+                }
+            }
+            Long("by") => a.by = Some(p.value()?.string()?),
             Short('h') | Long("help") => return Err(CliError::Usage(String::new())),
             Value(v) if a.command.is_empty() => a.command = v.string()?,
             Value(v) => a.positional.push(v.string()?),
@@ -109,6 +222,14 @@ fn main() -> ExitCode {
             }
             eprintln!("{USAGE}");
             ExitCode::from(2)
+        }
+        Err(CliError::Input(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
         }
         Err(CliError::Db(e)) => {
             eprintln!("error: {}", chain(&e));
@@ -133,6 +254,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Opens the store `--db` names (creating it for `import`).
 fn db(a: &Args) -> Result<Store, CliError> {
     let path =
         a.db.as_ref()
@@ -148,6 +270,7 @@ fn db(a: &Args) -> Result<Store, CliError> {
     })
 }
 
+/// Runs the command.
 fn run(a: &Args) -> Result<ExitCode, CliError> {
     match a.command.as_str() {
         "normalize" => normalize(a),
@@ -171,7 +294,7 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         }
         "changes" => {
             let tx = db(a)?.begin_read()?;
-            print_lines(&tx.changes(a.since, a.limit.unwrap_or(1000))?)
+            print_lines(&tx.changes(a.since.unwrap_or(0), a.limit.unwrap_or(1000))?)
         }
         "find" => {
             let tx = db(a)?.begin_read()?;
@@ -236,6 +359,13 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
             println!("file bytes: {}", std::fs::metadata(path)?.len());
             Ok(ExitCode::SUCCESS)
         }
+        "query" => query::query(a),
+        "segment" => query::segment(a),
+        "dedup" => dedup::dedup(a),
+        "explain" => dedup::explain(a),
+        "merge" => merge::merge(a),
+        "unmerge" => merge::unmerge(a),
+        "review" => merge::review(a),
         "" => Err(CliError::Usage(String::new())),
         other => Err(CliError::Usage(format!("unknown command \"{other}\""))),
     }
@@ -249,6 +379,50 @@ fn id_arg(a: &Args) -> Result<CustomerId, CliError> {
         .ok_or_else(|| CliError::Usage(format!("{} needs a numeric customer ID", a.command)))
 }
 
+/// The customer ids among the positional arguments from `from` on, at least `min` of them.
+fn id_args(a: &Args, from: usize, min: usize, what: &str) -> Result<Vec<CustomerId>, CliError> {
+    let ids = a
+        .positional
+        .iter()
+        .skip(from)
+        .map(|s| {
+            s.parse()
+                .map_err(|_| CliError::Usage(format!("\"{s}\" is not a customer ID")))
+        })
+        .collect::<Result<Vec<CustomerId>, _>>()?;
+    if ids.len() < min {
+        return Err(CliError::Usage(format!("{} needs {what}", a.command)));
+    }
+    Ok(ids)
+}
+
+/// The `--map` options as (column, field) pairs.
+fn mapping(a: &Args) -> Result<Vec<(String, Field)>, CliError> {
+    a.maps
+        .iter()
+        .flat_map(|m| m.split(','))
+        .map(|spec| {
+            let (column, field) = spec.split_once('=').ok_or_else(|| {
+                CliError::Usage(format!("--map takes column=field, got \"{spec}\""))
+            })?;
+            let field = Field::parse(field)
+                .ok_or_else(|| CliError::Usage(format!("unknown field \"{field}\" in --map")))?;
+            Ok((column.to_owned(), field))
+        })
+        .collect()
+}
+
+/// Whether `--format` asks for CSV (`json`, the default, otherwise).
+fn csv_format(a: &Args) -> Result<bool, CliError> {
+    match a.format.as_deref() {
+        None | Some("json") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(CliError::Usage(format!(
+            "--format must be json or csv, got \"{other}\""
+        ))),
+    }
+}
+
 /// Prints each item as one line of JSON.
 fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<ExitCode, CliError> {
     let mut out = std::io::stdout().lock();
@@ -259,6 +433,7 @@ fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints customers as pretty JSON, or "not found" with exit code 1 if there are none.
 fn print_found(found: Vec<Record>) -> Result<ExitCode, CliError> {
     if found.is_empty() {
         eprintln!("not found");
@@ -272,6 +447,7 @@ fn print_found(found: Vec<Record>) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A library error as a JSON object for `normalize`'s output.
 fn error_json(e: &Error) -> Value {
     match e.kind() {
         ErrorKind::Invalid { field, reason, .. } => json!({
@@ -284,13 +460,18 @@ fn error_json(e: &Error) -> Value {
 /// What `normalize --kind` standardises.
 #[derive(Clone, Copy)]
 enum Kind {
+    /// An email address.
     Email,
+    /// A phone number.
     Phone,
+    /// A person's name.
     Name,
+    /// A postal address, as a JSON object.
     Address,
 }
 
 impl Kind {
+    /// The kind called `s`.
     fn parse(s: &str) -> Option<Kind> {
         Some(match s {
             "email" => Kind::Email,
@@ -302,6 +483,7 @@ impl Kind {
     }
 }
 
+/// Standardises one value as `kind`.
 fn normalize_one(kind: Kind, input: &str, region: Option<CountryCode>) -> Result<Value, Error> {
     Ok(match kind {
         Kind::Email => {
@@ -352,6 +534,7 @@ fn normalize_one(kind: Kind, input: &str, region: Option<CountryCode>) -> Result
     })
 }
 
+/// `normalize`: standardises each line of stdin.
 fn normalize(a: &Args) -> Result<ExitCode, CliError> {
     let kind =
         a.kind.as_deref().and_then(Kind::parse).ok_or_else(|| {
@@ -381,6 +564,7 @@ fn normalize(a: &Args) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `import`: stores the customers of a CSV file.
 fn import(a: &Args) -> Result<ExitCode, CliError> {
     let file = a
         .positional
@@ -392,12 +576,7 @@ fn import(a: &Args) -> Result<ExitCode, CliError> {
     } else {
         ImportMode::Strict
     });
-    for spec in a.maps.iter().flat_map(|m| m.split(',')) {
-        let (column, field) = spec
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("--map takes column=field, got \"{spec}\"")))?;
-        let field = Field::parse(field)
-            .ok_or_else(|| CliError::Usage(format!("unknown field \"{field}\" in --map")))?;
+    for (column, field) in mapping(a)? {
         job = job.map(column, field);
     }
     if std::io::stderr().is_terminal() {
@@ -419,11 +598,13 @@ fn import(a: &Args) -> Result<ExitCode, CliError> {
     }
 }
 
+/// The number of records in a CSV file's bytes (lines less the header), for the progress bar.
 #[allow(clippy::naive_bytecount)] // once per import, not worth a dependency
 fn bytecount_lines(b: &[u8]) -> u64 {
     b.iter().filter(|&&c| c == b'\n').count().saturating_sub(1) as u64
 }
 
+/// Prints an import report.
 fn print_report(r: &customerdb::import::ImportReport) -> ExitCode {
     let partial = r.rejected.iter().filter(|x| x.stored).count();
     println!(
