@@ -67,6 +67,7 @@ pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,
 };
+pub use store::{Inactive, RetentionPolicy, RetentionReport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -49,6 +49,9 @@ pub enum Operation {
     /// The customer was erased: every earlier change of it is gone from history, and this
     /// entry (no fields) tells a feed consumer to erase its copy.
     Erased,
+    /// Retention removed the customer's identity, keeping its activities and metrics: its
+    /// earlier changes are gone from history and its data is now empty.
+    Anonymised,
 }
 
 impl Operation {
@@ -68,6 +71,7 @@ impl Operation {
             Operation::Unmerged => "unmerged",
             Operation::Restored => "restored",
             Operation::Erased => "erased",
+            Operation::Anonymised => "anonymised",
         }
     }
 }
@@ -302,6 +306,7 @@ impl Replay {
                 }
             }
             Operation::Remove | Operation::MergedInto(_) | Operation::Erased => self.state = None,
+            Operation::Anonymised => self.state = Some(Fields::new()),
             Operation::ActivityAdded(_)
             | Operation::ActivityCorrected(_)
             | Operation::ActivityRemoved(_)

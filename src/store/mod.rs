@@ -28,7 +28,7 @@ pub use dedup::{
     ReviewStatus, Survivorship,
 };
 pub use history::{Change, FieldChange, Json, Operation};
-pub use privacy::{Suppress, Tombstone};
+pub use privacy::{Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone};
 pub use read::{Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};

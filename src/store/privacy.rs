@@ -251,6 +251,131 @@ impl WriteTxn {
     }
 }
 
+/// What to do with customers that have been inactive too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Inactive {
+    /// Erase them ([`WriteTxn::erase`], without suppression).
+    Erase,
+    /// Remove their identity (every field of the record, and their history), keeping their
+    /// activities and metrics for aggregates.
+    Anonymise,
+}
+
+/// A declarative retention policy for [`WriteTxn::apply_retention`]. Every part is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Customers with no activity (and no write to their record) for this long, and what to
+    /// do with them.
+    pub inactive_customers: Option<(chrono::Duration, Inactive)>,
+    /// Activities older than this are removed (metrics are recomputed).
+    pub activities_older_than: Option<chrono::Duration>,
+    /// History older than this is compacted into snapshots.
+    pub history_older_than: Option<chrono::Duration>,
+}
+
+/// What [`WriteTxn::apply_retention`] did, or with `dry_run` would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// Customers erased.
+    pub erased: Vec<CustomerId>,
+    /// Customers anonymised.
+    pub anonymised: Vec<CustomerId>,
+    /// Activities removed.
+    pub activities_removed: u64,
+    /// History compaction (zero in a dry run).
+    pub history: super::Compaction,
+}
+
+fn has_identity(c: &Customer) -> bool {
+    c != &Customer::default()
+}
+
+impl WriteTxn {
+    /// Applies a retention policy as of `now`: erases or anonymises customers inactive longer
+    /// than the policy allows, removes old activities, compacts old history. Idempotent: run
+    /// again with the same `now` it does nothing more. With `dry_run` it writes nothing and
+    /// reports what it would do (history compaction is not estimated).
+    pub fn apply_retention(
+        &mut self,
+        policy: &RetentionPolicy,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<RetentionReport> {
+        let mut report = RetentionReport {
+            dry_run,
+            ..RetentionReport::default()
+        };
+        if let Some(age) = policy.activities_older_than {
+            let old = super::timeline::activities(
+                self,
+                &super::ActivityQuery::new()
+                    .until(now - age)
+                    .limit(usize::MAX)
+                    .oldest_first(),
+            )?;
+            report.activities_removed = old.len() as u64;
+            if !dry_run {
+                for a in old {
+                    self.remove_activity(a.id)?;
+                }
+            }
+        }
+        if let Some((age, action)) = policy.inactive_customers {
+            let horizon = now - age;
+            let mut inactive = Vec::new();
+            self.for_each_record(&mut |rec| {
+                if rec.updated_at < horizon {
+                    inactive.push(rec);
+                }
+                Ok(())
+            })?;
+            for rec in inactive {
+                let newest =
+                    super::timeline::timeline(self, rec.id, &super::ActivityQuery::new().limit(1))?;
+                if newest.first().is_some_and(|a| a.activity.at >= horizon) {
+                    continue;
+                }
+                match action {
+                    Inactive::Erase => {
+                        report.erased.push(rec.id);
+                        if !dry_run {
+                            self.erase(rec.id, "retention: inactive", Suppress::No)?;
+                        }
+                    }
+                    Inactive::Anonymise if has_identity(&rec.customer) => {
+                        report.anonymised.push(rec.id);
+                        if !dry_run {
+                            self.anonymise(&rec)?;
+                        }
+                    }
+                    Inactive::Anonymise => {}
+                }
+            }
+        }
+        if let (Some(age), false) = (policy.history_older_than, dry_run) {
+            report.history = self.compact_history(now - age)?;
+        }
+        Ok(report)
+    }
+
+    /// Empties a customer's record and deletes its history, keeping its activities.
+    fn anonymise(&mut self, rec: &crate::model::Record) -> Result<()> {
+        for c in super::timeline::history_until(self, rec.id, u64::MAX - 1)? {
+            self.put_raw(Table::History, be(c.seq).to_vec(), None)?;
+            let mut k = be(rec.id.as_u64()).to_vec();
+            k.extend_from_slice(&be(c.seq));
+            self.put_raw(Table::CustomerHistory, k, None)?;
+        }
+        self.replace_silently(rec.id, Customer::default())?;
+        let at = self.now();
+        self.log(at, Some(rec.id), crate::Operation::Anonymised, Vec::new());
+        Ok(())
+    }
+}
+
 /// The tombstone of an erased customer.
 pub(crate) fn tombstone(b: &impl Backend, id: CustomerId) -> Result<Option<Tombstone>> {
     b.get_raw(Table::Tombstones, &be(id.as_u64()))?

@@ -24,8 +24,8 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::index::{self, Entries, FIRST_ATTRIBUTE_TAG, Index, KeyRange, Scan};
 use crate::model::{
-    AttributeDef, AttributeType, CountryCode, CustomerId, Email, ExternalId, IntoCustomer, Rates,
-    Record, Schema,
+    AttributeDef, AttributeType, CountryCode, Customer, CustomerId, Email, ExternalId,
+    IntoCustomer, Rates, Record, Schema,
 };
 
 /// Staged entries beyond which the buffers are applied early, bounding memory.
@@ -382,6 +382,25 @@ impl WriteTxn {
         let old_entries = index::entries(&old, &schema);
         self.remove_timeline(id)?;
         self.stage(id, None, &old_entries, &Entries::default())
+    }
+
+    /// Replaces a customer's data without a history entry (anonymisation writes its own).
+    pub(super) fn replace_silently(&mut self, id: CustomerId, customer: Customer) -> Result<()> {
+        let old = self
+            .record(id.as_u64())?
+            .ok_or(Error::new(ErrorKind::NotFound(id)))?;
+        let schema = self.schema_arc()?;
+        let rec = Record {
+            id,
+            created_at: old.created_at,
+            updated_at: self.now(),
+            revision: old.revision + 1,
+            customer,
+        };
+        let old_entries = index::entries(&old, &schema);
+        let new = index::entries(&rec, &schema);
+        let bytes = codec::encode(&rec)?;
+        self.stage(id, Some(bytes), &old_entries, &new)
     }
 
     /// [`WriteTxn::remove`], recorded in history as `op`. The timeline goes with the record

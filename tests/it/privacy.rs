@@ -154,3 +154,87 @@ fn erasure_reaches_everywhere_and_compaction_removes_the_bytes() -> Result<()> {
     assert!(store.verify()?.is_clean());
     Ok(())
 }
+
+#[test]
+fn retention_erases_or_anonymises_the_inactive_and_purges_old_activities() -> Result<()> {
+    use customerdb::{Inactive, RetentionPolicy};
+    use std::sync::{Arc, Mutex};
+
+    let day =
+        |d: i64| Utc.with_ymd_and_hms(2025, 1, 1, 12, 0, 0).unwrap() + chrono::Duration::days(d);
+    let clock = Arc::new(Mutex::new(day(0)));
+    let c = clock.clone();
+    let store = Store::builder()
+        .clock(move || *c.lock().unwrap())
+        .in_memory()?;
+    let eur = Currency::parse("EUR")?;
+    let mut tx = store.begin_write()?;
+    let quiet = tx.insert(
+        customerdb::Customer::builder()
+            .name("Quiet Quinn")
+            .email("quinn@example.com"),
+    )?;
+    let old_buyer = tx.insert(customerdb::Customer::builder().name("Old Olga"))?;
+    let active = tx.insert(customerdb::Customer::builder().name("Active Ada"))?;
+    tx.add_activity(old_buyer, Activity::purchase(day(10), 500, eur))?;
+    tx.add_activity(active, Activity::purchase(day(10), 700, eur))?;
+    tx.add_activity(active, Activity::purchase(day(390), 900, eur))?;
+    tx.commit()?;
+    *clock.lock().unwrap() = day(400);
+
+    let policy = RetentionPolicy {
+        inactive_customers: Some((chrono::Duration::days(365), Inactive::Anonymise)),
+        activities_older_than: Some(chrono::Duration::days(730)),
+        history_older_than: None,
+    };
+    let mut tx = store.begin_write()?;
+    let dry = tx.apply_retention(&policy, day(400), true)?;
+    assert_eq!(dry.anonymised, vec![quiet, old_buyer]);
+    assert!(
+        tx.get(quiet)?.unwrap().customer.name.is_some(),
+        "a dry run writes nothing"
+    );
+    let done = tx.apply_retention(&policy, day(400), false)?;
+    assert_eq!(done.anonymised, dry.anonymised);
+    assert!(
+        tx.apply_retention(&policy, day(400), false)?
+            .anonymised
+            .is_empty(),
+        "idempotent"
+    );
+    tx.commit()?;
+    let tx = store.begin_read()?;
+    assert_eq!(
+        tx.get(quiet)?.unwrap().customer,
+        customerdb::Customer::default()
+    );
+    assert!(tx.find_by_email("quinn@example.com")?.is_none());
+    assert_eq!(
+        tx.metrics(old_buyer)?.total_spend,
+        Some(500),
+        "aggregates survive"
+    );
+    assert_eq!(
+        tx.history(quiet, None, 10)?.len(),
+        1,
+        "only the anonymisation is left"
+    );
+    assert!(tx.get(active)?.unwrap().customer.name.is_some());
+    drop(tx);
+
+    // Two years on: old activities go, and erasure replaces anonymisation in the policy.
+    *clock.lock().unwrap() = day(1_200);
+    let policy = RetentionPolicy {
+        inactive_customers: Some((chrono::Duration::days(365), Inactive::Erase)),
+        activities_older_than: Some(chrono::Duration::days(730)),
+        history_older_than: Some(chrono::Duration::days(365)),
+    };
+    let mut tx = store.begin_write()?;
+    let done = tx.apply_retention(&policy, day(1_200), false)?;
+    assert_eq!(done.activities_removed, 3);
+    assert_eq!(done.erased.len(), 3);
+    tx.commit()?;
+    assert_eq!(store.begin_read()?.count()?, 0);
+    assert!(store.verify()?.is_clean());
+    Ok(())
+}
