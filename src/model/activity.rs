@@ -43,7 +43,8 @@ impl fmt::Debug for ActivityId {
     }
 }
 
-/// The active ISO 4217 currency codes (and the X codes for funds, metals and testing).
+/// The active ISO 4217 currency codes, with the X codes for funds and metals (not the
+/// testing and "no currency" codes).
 const ISO_4217: &[&str] = &[
     "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
     "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
@@ -58,7 +59,7 @@ const ISO_4217: &[&str] = &[
     "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS", "TMT", "TND", "TOP", "TRY",
     "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "USN", "UYI", "UYU", "UYW", "UZS", "VED", "VES",
     "VND", "VUV", "WST", "XAF", "XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XCD", "XCG", "XDR",
-    "XOF", "XPD", "XPF", "XPT", "XSU", "XTS", "XUA", "XXX", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
+    "XOF", "XPD", "XPF", "XPT", "XSU", "XUA", "YER", "ZAR", "ZMW", "ZWG", "ZWL",
 ];
 
 /// An ISO 4217 currency code, upper case.
@@ -97,7 +98,7 @@ impl Currency {
     /// The code (`EUR`).
     pub fn as_str(&self) -> &str {
         // Only ASCII codes from ISO_4217 are ever built.
-        std::str::from_utf8(&self.0).unwrap_or("XXX")
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     /// Digits after the decimal point of the currency's minor unit (2 for EUR, 0 for JPY, 3 for
