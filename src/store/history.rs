@@ -250,6 +250,58 @@ pub(crate) fn fields(c: &Customer) -> Result<Fields> {
     Ok(out)
 }
 
+/// A customer as a flat map of field to its JSON text, empty values left out: what a write
+/// compares and records.
+pub(crate) type FieldTexts = BTreeMap<String, Json>;
+
+fn is_empty_text(t: &str) -> bool {
+    matches!(t, "null" | "[]" | "{}")
+}
+
+/// The fields of `c` as JSON text, made from one serialisation of the customer without
+/// building a value tree (this runs on every insert and update).
+pub(crate) fn field_texts(c: &Customer) -> Result<FieldTexts> {
+    let bad = |e: serde_json::Error| Error::corrupted("customer", e);
+    let text = serde_json::to_string(c).map_err(bad)?;
+    let map: BTreeMap<String, &RawValue> = serde_json::from_str(&text).map_err(bad)?;
+    let mut out = FieldTexts::new();
+    for (k, v) in map {
+        if k == "attributes" {
+            let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).map_err(bad)?;
+            for (name, value) in attrs {
+                out.insert(format!("attributes.{name}"), Json(value.get().to_owned()));
+            }
+        } else if !is_empty_text(v.get()) {
+            out.insert(k, Json(v.get().to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+/// The field changes from `old` to `new` (either may be empty), in field order.
+pub(crate) fn diff_texts(old: &FieldTexts, new: &FieldTexts) -> Vec<FieldChange> {
+    let mut out: Vec<FieldChange> = old
+        .iter()
+        .filter(|(k, v)| new.get(*k) != Some(*v))
+        .map(|(k, v)| FieldChange {
+            field: k.clone(),
+            before: Some(v.clone()),
+            after: new.get(k).cloned(),
+        })
+        .chain(
+            new.iter()
+                .filter(|(k, _)| !old.contains_key(*k))
+                .map(|(k, v)| FieldChange {
+                    field: k.clone(),
+                    before: None,
+                    after: Some(v.clone()),
+                }),
+        )
+        .collect();
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
 /// The field changes from `old` to `new` (either may be absent), in field order.
 pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
     let mut out = Vec::new();
@@ -392,6 +444,29 @@ mod tests {
         assert_eq!(r.customer().unwrap(), Some(v2));
         r.apply(&change(3, Operation::Remove, vec![])).unwrap();
         assert_eq!(r.customer().unwrap(), None);
+    }
+
+    #[test]
+    fn text_fields_agree_with_value_fields() {
+        let mut c = Customer::builder()
+            .name("Zoë O'Brien")
+            .email("zoe@example.com")
+            .phone("+442079460018")
+            .tag("vip")
+            .build()
+            .unwrap();
+        c.attributes
+            .insert("score".into(), AttributeValue::Integer(7));
+        let texts = field_texts(&c).unwrap();
+        let values = fields(&c).unwrap();
+        assert_eq!(texts.len(), values.len());
+        for (k, v) in &values {
+            assert_eq!(texts[k].to_value().unwrap(), *v, "{k}");
+        }
+        assert_eq!(
+            diff_texts(&FieldTexts::new(), &texts),
+            diff(&Fields::new(), &values)
+        );
     }
 
     #[test]

@@ -281,7 +281,10 @@ impl WriteTxn {
         let new = index::entries(&rec, &schema);
         self.check_uniques(id, &new, None)?;
         let bytes = codec::encode(&rec)?;
-        let changed = history::diff(&history::Fields::new(), &history::fields(&rec.customer)?);
+        let changed = history::diff_texts(
+            &history::FieldTexts::new(),
+            &history::field_texts(&rec.customer)?,
+        );
         self.next_id.take();
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
         self.log(now, Some(id), Operation::Insert, changed);
@@ -321,9 +324,9 @@ impl WriteTxn {
         let new = index::entries(&rec, &schema);
         self.check_uniques(id, &new, Some(&old_entries))?;
         let bytes = codec::encode(&rec)?;
-        let changed = history::diff(
-            &history::fields(&old.customer)?,
-            &history::fields(&rec.customer)?,
+        let changed = history::diff_texts(
+            &history::field_texts(&old.customer)?,
+            &history::field_texts(&rec.customer)?,
         );
         self.stage(id, Some(bytes), &old_entries, &new)?;
         self.log(rec.updated_at, Some(id), op, changed);
@@ -340,7 +343,10 @@ impl WriteTxn {
         let new = index::entries(&rec, &schema);
         self.check_uniques(rec.id, &new, None)?;
         let bytes = codec::encode(&rec)?;
-        let changed = history::diff(&history::Fields::new(), &history::fields(&rec.customer)?);
+        let changed = history::diff_texts(
+            &history::FieldTexts::new(),
+            &history::field_texts(&rec.customer)?,
+        );
         self.stage(rec.id, Some(bytes), &Entries::default(), &new)?;
         self.log(rec.updated_at, Some(rec.id), op, changed);
         Ok(())
@@ -411,7 +417,10 @@ impl WriteTxn {
         };
         let schema = self.schema_arc()?;
         let old_entries = index::entries(&old, &schema);
-        let changed = history::diff(&history::fields(&old.customer)?, &history::Fields::new());
+        let changed = history::diff_texts(
+            &history::field_texts(&old.customer)?,
+            &history::FieldTexts::new(),
+        );
         self.remove_timeline(id)?;
         self.stage(id, None, &old_entries, &Entries::default())?;
         let now = self.now();
