@@ -60,10 +60,13 @@
 // "SQLite" is a name, not code: keep it out of backticks.
 #![allow(clippy::doc_markdown)]
 
+mod common;
+
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::{CACHE_BYTES, temp_dir};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use customerdb::sample::{Generator, SampleCustomer, SplitMix64};
 use tempfile::TempDir;
@@ -71,7 +74,6 @@ use tempfile::TempDir;
 /// The seed of `sample::Generator`; the activity stream uses a derived one.
 const SEED: u64 = 0x5E6_3E27;
 const CHUNK: usize = 10_000;
-const CACHE_BYTES: usize = 256 << 20;
 const DAY: i64 = 86_400;
 /// `now` of every query: 2026-10-01T00:00:00Z.
 const NOW: i64 = 1_790_812_800;
@@ -90,14 +92,7 @@ const FAMILY_PREFIX: &str = "M";
 const BORN_BEFORE: i32 = 719_163;
 
 fn n() -> usize {
-    std::env::var("CUSTOMERDB_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000)
-}
-
-fn temp_dir() -> TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    common::n(1_000_000)
 }
 
 fn timestamp(secs: i64) -> chrono::DateTime<chrono::Utc> {

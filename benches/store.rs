@@ -45,14 +45,16 @@
 // "SQLite" is a name, not code: keep it out of backticks.
 #![allow(clippy::doc_markdown)]
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::{CACHE_BYTES, Group, configure, temp_dir};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use customerdb::sample::{self, Generator, SampleCustomer};
-use tempfile::TempDir;
 
 const SEED: u64 = 0x00C0_FFEE;
 /// Seed of the customers that `update` moves people to.
@@ -66,17 +68,8 @@ const UPDATES: usize = 100_000;
 const UPDATES_PER_ITER: usize = 10_000;
 const UPDATES_PER_TXN: usize = 100;
 const DURABLE_TIMED: usize = 500;
-const CACHE_BYTES: usize = 256 << 20;
-
 fn n() -> usize {
-    std::env::var("CUSTOMERDB_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000)
-}
-
-fn temp_dir() -> TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    common::n(100_000)
 }
 
 fn now_micros() -> i64 {
@@ -816,17 +809,6 @@ mod sql {
 
 // ---------------------------------------------------------------------------------------------
 // Benches
-
-type Group<'c> = criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>;
-
-fn configure<'c>(c: &'c mut Criterion, name: &str, measurement_secs: u64) -> Group<'c> {
-    let mut group = c.benchmark_group(name);
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(measurement_secs));
-    group
-}
 
 /// Times filling a fresh store, made by `create` outside the timing, with `load`; `check`
 /// then asserts the store holds what the label says.

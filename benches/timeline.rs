@@ -35,10 +35,13 @@
 
 #![allow(clippy::doc_markdown, clippy::cast_possible_wrap)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use common::{CACHE_BYTES, temp_dir};
+use criterion::{Criterion, criterion_group, criterion_main};
 use customerdb::sample::SplitMix64;
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -50,20 +53,12 @@ const READS_PER_ITER: usize = 10_000;
 const NEWEST: usize = 50;
 const FEED: usize = 1_000_000;
 const FEED_PAGE: usize = 10_000;
-const CACHE_BYTES: usize = 256 << 20;
 /// 2024-01-01, and two years of seconds after it.
 const T0: i64 = 1_704_067_200;
 const SPAN: u64 = 2 * 365 * 86_400;
 
 fn n() -> usize {
-    std::env::var("CUSTOMERDB_BENCH_N")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000)
-}
-
-fn temp_dir() -> TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+    common::n(100_000)
 }
 
 /// One generated activity, engine-neutral.
@@ -635,21 +630,9 @@ fn load() -> Loaded {
     }
 }
 
-fn configure<'c>(
-    c: &'c mut Criterion,
-    name: &str,
-) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
-    let mut group = c.benchmark_group(name);
-    group.sample_size(10);
-    group.sampling_mode(SamplingMode::Flat);
-    group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(20));
-    group
-}
-
 fn activity_append(c: &mut Criterion) {
     let l = loaded();
-    let mut group = configure(c, "activity_append");
+    let mut group = common::configure(c, "activity_append", 20);
     group.throughput(criterion::Throughput::Elements(APPEND_PER_ITER as u64));
     for (name, engine) in &l.engines {
         group.bench_function(*name, |b| {
@@ -671,7 +654,7 @@ fn activity_append(c: &mut Criterion) {
 fn timeline_newest50(c: &mut Criterion) {
     let l = loaded();
     let n = n() as u64;
-    let mut group = configure(c, "timeline_newest50");
+    let mut group = common::configure(c, "timeline_newest50", 20);
     group.throughput(criterion::Throughput::Elements(READS_PER_ITER as u64));
     for (name, engine) in &l.engines {
         let mut rng = SplitMix64::new(SEED ^ 0x50);
@@ -693,7 +676,7 @@ fn timeline_newest50(c: &mut Criterion) {
 
 fn change_feed(c: &mut Criterion) {
     let l = loaded();
-    let mut group = configure(c, "change_feed");
+    let mut group = common::configure(c, "change_feed", 20);
     let expected = (10 * n()).min(FEED);
     group.throughput(criterion::Throughput::Elements(expected as u64));
     for (name, engine) in &l.engines {

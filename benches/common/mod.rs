@@ -1,0 +1,38 @@
+//! What the benches share: the data size, where stores live, the page cache and criterion's
+//! settings. Each bench includes it with `mod common;`, so not every bench uses every item.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode};
+use tempfile::TempDir;
+
+/// Page cache for every engine of every bench.
+pub const CACHE_BYTES: usize = 256 << 20;
+
+/// A criterion group of one workload, each engine a function of it.
+pub type Group<'c> = criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>;
+
+/// Customers to generate: `CUSTOMERDB_BENCH_N`, else `default`.
+pub fn n(default: usize) -> usize {
+    std::env::var("CUSTOMERDB_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A temporary directory under the target directory: a real disk, never tmpfs.
+pub fn temp_dir() -> TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+/// A group with 10 flat samples, a second of warm-up and `measurement_secs` of measurement.
+pub fn configure<'c>(c: &'c mut Criterion, name: &str, measurement_secs: u64) -> Group<'c> {
+    let mut group = c.benchmark_group(name);
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(measurement_secs));
+    group
+}
