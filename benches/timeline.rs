@@ -138,7 +138,7 @@ trait Engine {
 // customerdb
 
 mod cdb {
-    use super::{Act, CACHE_BYTES, Engine, FEED_PAGE, PER_TXN};
+    use super::{Act, CACHE_BYTES, Engine, PER_TXN};
     use customerdb::{ActivityQuery, CustomerId, Durability, Read, Store};
 
     pub(super) struct Cdb {
@@ -195,13 +195,13 @@ mod cdb {
         }
 
         fn feed(&self, max: usize) -> usize {
+            // The streaming feed: a consumer handles each change as it comes, resuming from the
+            // last seq it handled, as the baselines' pages of FEED_PAGE do.
             let tx = self.store.begin_read().unwrap();
-            let (mut since, mut read) = (self.customers, 0);
-            while read < max {
-                let page = tx.changes(since, FEED_PAGE.min(max - read)).unwrap();
-                let Some(last) = page.last() else { break };
-                since = last.seq;
-                read += page.len();
+            let mut read = 0;
+            for change in tx.feed(self.customers).unwrap().take(max) {
+                std::hint::black_box(change.unwrap());
+                read += 1;
             }
             read
         }
@@ -597,36 +597,33 @@ fn loaded() -> &'static Loaded {
 }
 
 fn load() -> Loaded {
-    {
-        {
-            let n = n();
-            let mut stream = Acts::new(SEED, n);
-            let first = stream.take(10 * n);
-            let mut dirs = Vec::new();
-            let mut engines: Vec<(&'static str, std::cell::RefCell<Box<dyn Engine>>)> = Vec::new();
-            for name in ["customerdb", "redb", "sqlite"] {
-                let dir = temp_dir();
-                let started = Instant::now();
-                let mut e: Box<dyn Engine> = match name {
-                    "customerdb" => Box::new(cdb::create(dir.path(), n)),
-                    "redb" => Box::new(raw::create(dir.path())),
-                    _ => Box::new(sql::create(dir.path(), n)),
-                };
-                e.append(&first, true);
-                println!(
-                    "{name}: loaded {n} customers and {} activities in {:.1?}",
-                    first.len(),
-                    started.elapsed()
-                );
-                dirs.push(dir);
-                engines.push((name, std::cell::RefCell::new(e)));
-            }
-            Loaded {
-                _dirs: dirs,
-                engines,
-                stream: std::cell::RefCell::new(stream),
-            }
-        }
+    let n = n();
+    let mut stream = Acts::new(SEED, n);
+    let first = stream.take(10 * n);
+    let mut dirs = Vec::new();
+    let mut engines: Vec<(&'static str, std::cell::RefCell<Box<dyn Engine>>)> = Vec::new();
+    for name in ["customerdb", "redb", "sqlite"] {
+        let dir = temp_dir();
+        let started = Instant::now();
+        let mut e: Box<dyn Engine> = match name {
+            "customerdb" => Box::new(cdb::create(dir.path(), n)),
+            "redb" => Box::new(raw::create(dir.path())),
+            _ => Box::new(sql::create(dir.path(), n)),
+        };
+        e.append(&first, true);
+        println!(
+            "{name}: loaded {n} customers and {} activities in {:.1?}; files {} MiB",
+            first.len(),
+            started.elapsed(),
+            common::dir_bytes(dir.path()) >> 20
+        );
+        dirs.push(dir);
+        engines.push((name, std::cell::RefCell::new(e)));
+    }
+    Loaded {
+        _dirs: dirs,
+        engines,
+        stream: std::cell::RefCell::new(stream),
     }
 }
 

@@ -225,7 +225,7 @@ fn main() -> Result<()> {
         last.actor.as_deref().unwrap_or("?"),
         last.fields
             .iter()
-            .map(|f| f.field.as_str())
+            .map(|f| f.field.as_ref())
             .collect::<Vec<_>>()
             .join(", ")
     );

@@ -59,9 +59,9 @@ pub use model::{
 };
 pub use store::codec::FORMAT_VERSION;
 pub use store::{
-    ActivityQuery, Change, Clock, Compaction, Customers, Durability, FieldChange, HistoryRetention,
-    Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription,
-    UniqueKey, Upsert, VerifyReport, WriteTxn,
+    ActivityQuery, Change, ChangeFeed, Clock, Compaction, Customers, Durability, FieldChange,
+    HistoryRetention, Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder,
+    Subscription, UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,

@@ -36,3 +36,13 @@ pub fn configure<'c>(c: &'c mut Criterion, name: &str, measurement_secs: u64) ->
     group.measurement_time(Duration::from_secs(measurement_secs));
     group
 }
+
+/// The bytes of the files directly in `dir` (a store's database, SQLite's database and WAL).
+pub fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap())
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len())
+        .sum()
+}

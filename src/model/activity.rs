@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attribute::AttributeValue;
 use super::id::CustomerId;
+use super::wire;
 use crate::error::{Error, Result};
 use crate::normalize::{self, Reason};
 
@@ -149,30 +150,38 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// A purchase (or a refund, with a negative amount).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Purchase {
     /// The amount in the currency's minor units (cents for EUR). Negative for a refund.
     pub amount: i64,
     /// The currency.
     pub currency: Currency,
     /// The order's reference in the shop or billing system.
+    #[serde(default)]
     pub order_ref: Option<String>,
     /// What was bought, as free-form line items.
+    #[serde(default)]
     pub items: Vec<LineItem>,
 }
 
+wire::serialize_skipping_empty!(Purchase { req amount, req currency, opt order_ref, opt items });
+
 /// One line of a purchase.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct LineItem {
     /// The product's code, if it has one.
+    #[serde(default)]
     pub sku: Option<String>,
     /// What it is.
     pub name: String,
     /// How many.
     pub quantity: i64,
     /// The line's amount in the purchase currency's minor units, if known.
+    #[serde(default)]
     pub amount: Option<i64>,
 }
+
+wire::serialize_skipping_empty!(LineItem { opt sku, req name, req quantity, opt amount });
 
 /// How an interaction took place.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -205,15 +214,18 @@ pub enum Direction {
 }
 
 /// A contact between the customer and the business.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Interaction {
     /// How.
     pub channel: InteractionChannel,
     /// Who started it.
     pub direction: Direction,
     /// What it was about.
+    #[serde(default)]
     pub subject: Option<String>,
 }
+
+wire::serialize_skipping_empty!(Interaction { req channel, req direction, opt subject });
 
 /// A support ticket's state after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -229,15 +241,18 @@ pub enum TicketStatus {
 
 /// An event on a support ticket: opened, updated or closed. The ticket's latest event (by time,
 /// then by activity id) gives its status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct TicketEvent {
     /// The ticket's reference in the help desk.
     pub ticket: String,
     /// Its status after this event.
     pub status: TicketStatus,
     /// What the ticket is about.
+    #[serde(default)]
     pub subject: Option<String>,
 }
+
+wire::serialize_skipping_empty!(TicketEvent { req ticket, req status, opt subject });
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,7 +356,7 @@ impl ActivityKind {
 /// # let _ = (order, call);
 /// # Ok::<(), customerdb::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Activity {
     /// When it happened.
     #[serde(with = "super::wire::timestamp")]
@@ -349,10 +364,14 @@ pub struct Activity {
     /// What happened.
     pub kind: ActivityKind,
     /// Which system or person reported it (`shop`, `helpdesk`, `import:2026-05`).
+    #[serde(default)]
     pub source: Option<String>,
     /// Anything else the host wants to keep with it.
+    #[serde(default)]
     pub metadata: BTreeMap<String, AttributeValue>,
 }
+
+wire::serialize_skipping_empty!(Activity { ts at, req kind, opt source, opt metadata });
 
 impl Activity {
     /// An activity of `kind` at `at`.
@@ -728,6 +747,40 @@ mod tests {
 
     fn eur() -> Currency {
         Currency::parse("EUR").unwrap()
+    }
+
+    #[test]
+    fn readable_form_leaves_out_empty_fields_and_both_forms_round_trip() {
+        let bare = Activity::purchase(t(1), 4_999, eur());
+        let json = serde_json::to_string(&bare).unwrap();
+        assert_eq!(
+            json,
+            r#"{"at":"2026-01-01T12:00:00Z","kind":{"purchase":{"amount":4999,"currency":"EUR"}}}"#
+        );
+        let mut full = Activity::purchase(t(2), -100, eur())
+            .order_ref("A-1")
+            .source("shop");
+        if let ActivityKind::Purchase(p) = &mut full.kind {
+            p.items.push(LineItem {
+                sku: None,
+                name: "Tea".into(),
+                quantity: 2,
+                amount: Some(-100),
+            });
+        }
+        full.metadata
+            .insert("campaign".into(), AttributeValue::Text("spring".into()));
+        let calls = [
+            Activity::interaction(t(3), InteractionChannel::Call, Direction::Inbound),
+            Activity::ticket(t(4), "T-9", TicketStatus::Open).subject("Broken"),
+        ];
+        for a in [bare, full].into_iter().chain(calls) {
+            let json = serde_json::to_string(&a).unwrap();
+            assert!(!json.contains("null") && !json.contains("[]"), "{json}");
+            assert_eq!(serde_json::from_str::<Activity>(&json).unwrap(), a);
+            let bytes = postcard::to_allocvec(&a).unwrap();
+            assert_eq!(postcard::from_bytes::<Activity>(&bytes).unwrap(), a);
+        }
     }
 
     #[test]

@@ -130,3 +130,71 @@ pub(crate) mod decimal {
         }
     }
 }
+
+/// Whether a value is empty, so that its field can be left out of the readable form.
+pub(crate) trait IsEmpty {
+    fn is_empty_value(&self) -> bool;
+}
+
+impl<T> IsEmpty for Option<T> {
+    fn is_empty_value(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl<T> IsEmpty for Vec<T> {
+    fn is_empty_value(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<K, V> IsEmpty for std::collections::BTreeMap<K, V> {
+    fn is_empty_value(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// A timestamp serialised through [`timestamp`], for hand-written `Serialize` impls.
+pub(crate) struct Timestamp<'a>(pub(crate) &'a DateTime<Utc>);
+
+impl Serialize for Timestamp<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        timestamp::serialize(self.0, s)
+    }
+}
+
+/// Implements `Serialize` for a struct whose readable form (JSON: exports, history, the change
+/// feed) leaves out empty optional fields, while the binary form keeps every field in its place,
+/// since postcard is positional. Fields are listed in declaration order, each marked `req`
+/// (always written), `opt` (left out of the readable form when empty; the field must carry
+/// `#[serde(default)]`) or `ts` (a timestamp, through [`timestamp`]).
+macro_rules! serialize_skipping_empty {
+    ($ty:ident { $($mark:ident $field:ident),* $(,)? }) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeStruct as _;
+                #[allow(unused_imports)]
+                use $crate::model::wire::IsEmpty as _;
+                let readable = s.is_human_readable();
+                let mut len = 0;
+                $( if !$crate::model::wire::serialize_skipping_empty!(@skip $mark, readable, self.$field) { len += 1; } )*
+                let mut st = s.serialize_struct(stringify!($ty), len)?;
+                $(
+                    if $crate::model::wire::serialize_skipping_empty!(@skip $mark, readable, self.$field) {
+                        st.skip_field(stringify!($field))?;
+                    } else {
+                        $crate::model::wire::serialize_skipping_empty!(@put $mark, st, stringify!($field), self.$field);
+                    }
+                )*
+                st.end()
+            }
+        }
+    };
+    (@skip opt, $readable:ident, $v:expr) => { $readable && $v.is_empty_value() };
+    (@skip $other:ident, $readable:ident, $v:expr) => { false };
+    (@put ts, $st:ident, $name:expr, $v:expr) => {
+        $st.serialize_field($name, &$crate::model::wire::Timestamp(&$v))?
+    };
+    (@put $other:ident, $st:ident, $name:expr, $v:expr) => { $st.serialize_field($name, &$v)? };
+}
+pub(crate) use serialize_skipping_empty;

@@ -5,6 +5,7 @@
 //! (`name`, `emails`, `tags`, ...), with custom attributes one by one (`attributes.score`). An
 //! empty value (no name, no emails) is absent: an insert lists only the fields it sets.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -139,8 +140,9 @@ impl<'de> Deserialize<'de> for Json {
 /// One field's value before and after a change (`None`: absent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldChange {
-    /// The field (`emails`, `attributes.score`, `activity`).
-    pub field: String,
+    /// The field (`emails`, `attributes.score`, `activity`). The names of the customer's own
+    /// fields are borrowed, so reading the change feed allocates no name.
+    pub field: Cow<'static, str>,
     /// Its value before, as in the JSON export.
     pub before: Option<Json>,
     /// Its value after.
@@ -166,53 +168,126 @@ pub struct Change {
     pub fields: Vec<FieldChange>,
 }
 
+/// The names a change can carry besides custom attributes: the customer's top-level JSON
+/// fields, `activity` and `attribute`.
+const FIELD_NAMES: [&str; 16] = [
+    "activity",
+    "addresses",
+    "attribute",
+    "birth_date",
+    "consents",
+    "emails",
+    "external_ids",
+    "gender",
+    "job_title",
+    "name",
+    "organization",
+    "owner",
+    "phones",
+    "source",
+    "stage",
+    "tags",
+];
+
+/// `name`, borrowed from [`FIELD_NAMES`] when it is one of them.
+fn field_name(name: &str) -> Cow<'static, str> {
+    match FIELD_NAMES.iter().find(|&&n| n == name) {
+        Some(&n) => Cow::Borrowed(n),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
 /// The stored form: values as JSON text, since postcard cannot carry a self-describing value.
-#[derive(Serialize, Deserialize)]
-struct Stored {
+/// Each field is the tuple `(name, before, after)`.
+#[derive(Serialize)]
+struct Stored<'a> {
+    #[serde(with = "crate::model::wire::timestamp")]
+    at: DateTime<Utc>,
+    actor: Option<&'a str>,
+    customer: Option<CustomerId>,
+    operation: Operation,
+    fields: Vec<(&'a str, Option<&'a str>, Option<&'a str>)>,
+}
+
+/// The stored form read back: the same layout as [`Stored`], each field decoded straight into
+/// a [`FieldChange`] (the change feed decodes one entry per change it yields).
+#[derive(Deserialize)]
+struct StoredOwned {
     #[serde(with = "crate::model::wire::timestamp")]
     at: DateTime<Utc>,
     actor: Option<String>,
     customer: Option<CustomerId>,
     operation: Operation,
-    fields: Vec<(String, Option<String>, Option<String>)>,
+    fields: Vec<StoredField>,
+}
+
+struct StoredField(FieldChange);
+
+impl<'de> Deserialize<'de> for StoredField {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Name(Cow<'static, str>);
+        impl<'de> Deserialize<'de> for Name {
+            fn deserialize<D: serde::Deserializer<'de>>(
+                d: D,
+            ) -> std::result::Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = Name;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_str<E: serde::de::Error>(
+                        self,
+                        v: &str,
+                    ) -> std::result::Result<Name, E> {
+                        Ok(Name(field_name(v)))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        let (Name(field), before, after) =
+            <(Name, Option<String>, Option<String>)>::deserialize(d)?;
+        Ok(StoredField(FieldChange {
+            field,
+            before: before.map(Json),
+            after: after.map(Json),
+        }))
+    }
 }
 
 pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
-    let text = |v: &Option<Json>| v.as_ref().map(|j| j.as_str().to_owned());
+    fn text(v: Option<&Json>) -> Option<&str> {
+        v.map(Json::as_str)
+    }
     super::codec::encode(&Stored {
         at: c.at,
-        actor: c.actor.clone(),
+        actor: c.actor.as_deref(),
         customer: c.customer,
         operation: c.operation,
         fields: c
             .fields
             .iter()
-            .map(|f| (f.field.clone(), text(&f.before), text(&f.after)))
+            .map(|f| {
+                (
+                    f.field.as_ref(),
+                    text(f.before.as_ref()),
+                    text(f.after.as_ref()),
+                )
+            })
             .collect(),
     })
 }
 
 pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Change> {
-    let s: Stored = super::codec::decode(bytes, "history entry")?;
-    let value = |t: Option<String>| -> Result<Option<Json>> { Ok(t.map(Json)) };
-    let fields = s
-        .fields
-        .into_iter()
-        .map(|(field, before, after)| {
-            Ok(FieldChange {
-                field,
-                before: value(before)?,
-                after: value(after)?,
-            })
-        })
-        .collect::<Result<_>>()?;
+    let s: StoredOwned = super::codec::decode(bytes, "history entry")?;
     Ok(Change {
         seq,
         at: s.at,
         actor: s.actor,
         customer: s.customer,
         operation: s.operation,
-        fields,
+        fields: s.fields.into_iter().map(|f| f.0).collect(),
     })
 }
 
@@ -284,7 +359,7 @@ pub(crate) fn diff_texts(old: &FieldTexts, new: &FieldTexts) -> Vec<FieldChange>
         .iter()
         .filter(|(k, v)| new.get(*k) != Some(*v))
         .map(|(k, v)| FieldChange {
-            field: k.clone(),
+            field: field_name(k),
             before: Some(v.clone()),
             after: new.get(k).cloned(),
         })
@@ -292,7 +367,7 @@ pub(crate) fn diff_texts(old: &FieldTexts, new: &FieldTexts) -> Vec<FieldChange>
             new.iter()
                 .filter(|(k, _)| !old.contains_key(*k))
                 .map(|(k, v)| FieldChange {
-                    field: k.clone(),
+                    field: field_name(k),
                     before: None,
                     after: Some(v.clone()),
                 }),
@@ -309,7 +384,7 @@ pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
         match new.get(k) {
             Some(n) if n == v => {}
             n => out.push(FieldChange {
-                field: k.clone(),
+                field: field_name(k),
                 before: Some(Json::from_value(v)),
                 after: n.map(Json::from_value),
             }),
@@ -318,7 +393,7 @@ pub(crate) fn diff(old: &Fields, new: &Fields) -> Vec<FieldChange> {
     for (k, v) in new {
         if !old.contains_key(k) {
             out.push(FieldChange {
-                field: k.clone(),
+                field: field_name(k),
                 before: None,
                 after: Some(Json::from_value(v)),
             });
@@ -342,7 +417,7 @@ impl Replay {
                 let mut state = Fields::new();
                 for f in &c.fields {
                     if let Some(v) = &f.after {
-                        state.insert(f.field.clone(), v.to_value()?);
+                        state.insert(f.field.to_string(), v.to_value()?);
                     }
                 }
                 self.state = Some(state);
@@ -351,8 +426,8 @@ impl Replay {
                 if let Some(state) = &mut self.state {
                     for f in &c.fields {
                         match &f.after {
-                            Some(v) => state.insert(f.field.clone(), v.to_value()?),
-                            None => state.remove(&f.field),
+                            Some(v) => state.insert(f.field.to_string(), v.to_value()?),
+                            None => state.remove(f.field.as_ref()),
                         };
                     }
                 }
@@ -435,7 +510,7 @@ mod tests {
         assert!(d1.iter().all(|f| f.before.is_none()));
         assert!(!d1.iter().any(|f| f.field == "tags" && f.after.is_none()));
         let d2 = diff(&f1, &f2);
-        let names: Vec<&str> = d2.iter().map(|f| f.field.as_str()).collect();
+        let names: Vec<&str> = d2.iter().map(|f| f.field.as_ref()).collect();
         assert_eq!(names, ["attributes.score", "emails", "tags"]);
         let mut r = Replay::default();
         r.apply(&change(1, Operation::Insert, d1)).unwrap();

@@ -29,7 +29,7 @@ pub use dedup::{
 };
 pub use history::{Change, FieldChange, Json, Operation};
 pub use privacy::{Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone};
-pub use read::{Customers, Read, ReadTxn};
+pub use read::{ChangeFeed, Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
 pub use timeline::{ActivityQuery, Compaction};

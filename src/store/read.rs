@@ -542,6 +542,38 @@ impl ReadTxn {
         })
     }
 
+    /// The change feed after `since` (a `seq` from [`Read::last_seq`], or the last change a
+    /// consumer handled), oldest first, read lazily from this snapshot: the streaming form of
+    /// [`Read::changes`] for a consumer that handles one change at a time and never holds a
+    /// page of them.
+    ///
+    /// ```
+    /// use customerdb::{Customer, Read, Store};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write()?;
+    /// tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    /// tx.insert(Customer::builder().name("Grace Hopper"))?;
+    /// tx.commit()?;
+    /// let read = store.begin_read()?;
+    /// let seqs: Vec<u64> = read.feed(1)?.map(|c| c.map(|c| c.seq)).collect::<Result<_, _>>()?;
+    /// assert_eq!(seqs, [2]);
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    pub fn feed(&self, since: u64) -> Result<ChangeFeed> {
+        let start = since.saturating_add(1).to_be_bytes();
+        let range = (Bound::Included(start.as_slice()), Bound::Unbounded);
+        let inner = if since == u64::MAX {
+            None
+        } else {
+            Some(
+                self.raw_table(Table::History)?
+                    .range::<&[u8]>(range)
+                    .map_err(storage)?,
+            )
+        };
+        Ok(ChangeFeed { inner })
+    }
+
     /// Clusters of probable duplicates among all customers: blocking with `matcher`'s rules,
     /// scored with the store's trained model (or, if none is stored, one `matcher` trains now,
     /// without storing it), clustered with `settings`. Pairs a person rejected are never
@@ -768,6 +800,31 @@ impl Backend for ReadTxn {
 }
 
 impl_read!(ReadTxn);
+
+/// The change feed of a [`ReadTxn`] ([`ReadTxn::feed`]), read lazily in sequence order. An
+/// entry that does not decode yields an error, and the feed goes on with the next.
+pub struct ChangeFeed {
+    inner: Option<redb::Range<'static, &'static [u8], &'static [u8]>>,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed").finish_non_exhaustive()
+    }
+}
+
+impl Iterator for ChangeFeed {
+    type Item = Result<Change>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.inner.as_mut()?.next()?;
+        Some(item.map_err(storage).and_then(|(k, v)| {
+            let seq = <[u8; 8]>::try_from(k.value())
+                .map_err(|_| crate::Error::corrupted("history key", "not 8 bytes"))?;
+            super::history::decode(u64::from_be_bytes(seq), v.value())
+        }))
+    }
+}
 
 /// The customers of a [`ReadTxn`], read lazily in id order. Yields an error for a record that
 /// does not decode, and goes on with the next.

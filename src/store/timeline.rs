@@ -254,7 +254,7 @@ impl WriteTxn {
             Some(customer),
             Operation::ActivityAdded(id),
             vec![FieldChange {
-                field: "activity".to_owned(),
+                field: "activity".into(),
                 before: None,
                 after: Some(after),
             }],
@@ -291,7 +291,7 @@ impl WriteTxn {
             Some(old.customer),
             Operation::ActivityCorrected(id),
             vec![FieldChange {
-                field: "activity".to_owned(),
+                field: "activity".into(),
                 before: Some(before),
                 after: Some(after),
             }],
@@ -313,7 +313,7 @@ impl WriteTxn {
             Some(old.customer),
             Operation::ActivityRemoved(id),
             vec![FieldChange {
-                field: "activity".to_owned(),
+                field: "activity".into(),
                 before: Some(before),
                 after: None,
             }],
@@ -508,7 +508,7 @@ fn collect_timeline(
     q: &ActivityQuery,
 ) -> Result<Vec<ActivityRecord>> {
     let range = q.range(prefix);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(q.limit.min(64));
     if q.limit == 0 {
         return Ok(out);
     }

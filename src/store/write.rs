@@ -488,7 +488,7 @@ impl WriteTxn {
                 None,
                 Operation::AttributeDeclared,
                 vec![FieldChange {
-                    field: "attribute".to_owned(),
+                    field: "attribute".into(),
                     before: None,
                     after: Some(after),
                 }],

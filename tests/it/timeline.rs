@@ -233,7 +233,7 @@ fn history_records_who_changed_what_and_rebuilds_the_past() -> Result<()> {
     ));
     assert_eq!(h[1].actor.as_deref(), Some("bob"));
     assert_eq!(h[2].actor.as_deref(), Some("alice"));
-    let fields: Vec<&str> = h[1].fields.iter().map(|f| f.field.as_str()).collect();
+    let fields: Vec<&str> = h[1].fields.iter().map(|f| f.field.as_ref()).collect();
     assert_eq!(fields, ["emails", "tags"]);
     assert!(h[1].fields[1].after.is_none(), "tags cleared");
     // Paging back from a sequence number.
@@ -254,6 +254,10 @@ fn history_records_who_changed_what_and_rebuilds_the_past() -> Result<()> {
     );
     assert_eq!(tx.changes(2, 100)?.len(), 1);
     assert_eq!(tx.last_seq()?, 3);
+    for since in [0, 1, 2, 3, u64::MAX] {
+        let streamed = tx.feed(since)?.collect::<Result<Vec<_>>>()?;
+        assert_eq!(streamed, tx.changes(since, 100)?, "feed after {since}");
+    }
     Ok(())
 }
 
