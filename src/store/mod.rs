@@ -4,6 +4,7 @@
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
 pub(crate) mod codec;
+mod consent;
 mod dedup;
 mod history;
 mod privacy;

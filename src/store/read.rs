@@ -241,6 +241,29 @@ pub trait Read: sealed::Sealed {
     /// [`crate::ErrorKind::NotFound`] if there is no such customer.
     fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value>;
 
+    /// Whether customer `id` (or the customer it was merged into) has granted consent for
+    /// `purpose` on `channel` at `at`: the latest consent event for that purpose on that
+    /// channel (or on [`crate::Channel::Any`]) at or before `at` decides; with none, there is no
+    /// consent. The same rule as the query filter `consent(channel, purpose)` at a query's
+    /// `now`. In a write transaction, a withdrawal recorded earlier in it already counts.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn has_consent(
+        &self,
+        id: CustomerId,
+        purpose: &str,
+        channel: crate::Channel,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Every consent event of customer `id` (grants and withdrawals with their evidence),
+    /// oldest first.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn consent_history(&self, id: CustomerId) -> Result<Vec<crate::Consent>>;
+
     /// The tombstone of an erased customer.
     fn tombstone(&self, id: CustomerId) -> Result<Option<super::Tombstone>>;
 
@@ -443,6 +466,18 @@ macro_rules! impl_read {
             }
             fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value> {
                 $crate::store::privacy::subject_export(self, id)
+            }
+            fn has_consent(
+                &self,
+                id: CustomerId,
+                purpose: &str,
+                channel: $crate::Channel,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool> {
+                $crate::store::consent::has_consent(self, id, purpose, channel, at)
+            }
+            fn consent_history(&self, id: CustomerId) -> Result<Vec<$crate::Consent>> {
+                $crate::store::consent::consent_history(self, id)
             }
             fn tombstone(&self, id: CustomerId) -> Result<Option<$crate::store::Tombstone>> {
                 $crate::store::privacy::tombstone(self, id)

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod cli;
+mod consent;
 mod crash;
 mod dedup;
 mod merge;
