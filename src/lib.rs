@@ -63,6 +63,7 @@ pub use store::{
     Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription,
     UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
+pub use store::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,

@@ -3,6 +3,7 @@
 //! redb is private to this module: no redb type appears in the public API, and its errors reach
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
+mod backup;
 pub(crate) mod codec;
 mod consent;
 mod dedup;
@@ -24,6 +25,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
+pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
 pub use dedup::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, Survivorship,
@@ -92,7 +94,12 @@ impl Table {
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        TableDefinition::new(match self {
+        TableDefinition::new(self.name())
+    }
+
+    /// The table's name in the database file (and in backups).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
             Table::Activities => "activities",
             Table::ActivityIds => "activity_ids",
             Table::ActivityTime => "activity_time",
@@ -105,7 +112,7 @@ impl Table {
             Table::Segments => "segments",
             Table::Tombstones => "tombstones",
             Table::Suppressed => "suppressed",
-        })
+        }
     }
 }
 

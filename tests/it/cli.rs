@@ -414,3 +414,35 @@ fn consent_is_shown_granted_and_withdrawn_with_its_evidence() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn backup_and_restore_make_a_verified_copy_and_refuse_a_damaged_file() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = imported(dir.path())?;
+    let backup = path(&dir.path().join("crm.backup"));
+    let report = json_lines(&ok(&["backup", "--db", &db, &backup])?)?;
+    assert_eq!(report[0]["customers"], 3);
+    let copy = path(&dir.path().join("copy.redb"));
+    let restored = json_lines(&ok(&["restore", &backup, "--db", &copy])?)?;
+    assert_eq!(restored[0]["customers"], 3);
+    assert_eq!(restored[0]["verified"], true);
+    assert_eq!(restored[0]["seq"], report[0]["seq"]);
+    let found = ok(&["find", "--db", &copy, "--email", "grace@example.com"])?;
+    assert!(found.contains("Grace Hopper"));
+    // Restoring over an existing store, or from a damaged file, fails without a panic.
+    assert_eq!(cli(&["restore", &backup, "--db", &copy])?.code, 1);
+    let mut bytes = std::fs::read(&backup)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&backup, &bytes)?;
+    let damaged = cli(&[
+        "restore",
+        &backup,
+        "--db",
+        &path(&dir.path().join("x.redb")),
+    ])?;
+    assert_eq!(damaged.code, 1);
+    assert!(damaged.stderr.contains("corrupted"), "{}", damaged.stderr);
+    assert_eq!(cli(&["backup", "--db", &db])?.code, 2);
+    Ok(())
+}

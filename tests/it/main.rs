@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod backup;
 mod cli;
 mod consent;
 mod crash;

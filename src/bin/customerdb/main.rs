@@ -22,6 +22,8 @@
 //! customerdb review --db PATH [--decide A B same|different --by NAME]
 //! customerdb consent --db PATH ID [--purpose P --channel C (--grant|--withdraw) --how H
 //!                    [--source S] [--policy VERSION] [--by NAME]]
+//! customerdb backup --db PATH OUT
+//! customerdb restore BACKUP --db NEWPATH
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
@@ -74,6 +76,8 @@ const USAGE: &str = "usage:
   customerdb consent --db PATH ID [--purpose P --channel email|sms|phone|post|any
                    (--grant|--withdraw) --how H [--source S] [--policy VERSION] [--by NAME]]
                    (in force now and every event; records one first if asked)
+  customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
+  customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
   customerdb verify --db PATH
   customerdb stats --db PATH";
 
@@ -394,6 +398,8 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         "unmerge" => merge::unmerge(a),
         "review" => merge::review(a),
         "consent" => privacy::consent(a),
+        "backup" => privacy::backup(a),
+        "restore" => privacy::restore(a),
         "" => Err(CliError::Usage(String::new())),
         other => Err(CliError::Usage(format!("unknown command \"{other}\""))),
     }
