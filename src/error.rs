@@ -111,7 +111,7 @@ pub enum ErrorKind {
         theirs: u64,
     },
     /// The role a transaction is viewed through may not see a field (or records at all) that
-    /// the call needs.
+    /// the call needs (see [`crate::privacy::RoleView`]).
     Forbidden {
         /// The role's name.
         role: String,

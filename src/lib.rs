@@ -43,6 +43,7 @@ pub mod import;
 mod index;
 mod model;
 pub mod normalize;
+pub mod privacy;
 pub mod query;
 pub mod sample;
 mod store;
@@ -58,6 +59,7 @@ pub use model::{
     TicketStatus,
 };
 pub use store::codec::FORMAT_VERSION;
+pub use store::{AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport};
 pub use store::{
     ActivityQuery, Change, Clock, Compaction, Customers, Durability, FieldChange, HistoryRetention,
     Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder, Subscription,
@@ -68,7 +70,6 @@ pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,
 };
-pub use store::{Inactive, RetentionPolicy, RetentionReport};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

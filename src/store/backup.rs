@@ -433,7 +433,7 @@ impl Store {
     /// `source`'s current state, from `source`'s change feed: every customer named by a
     /// change since this store's last sequence number is copied as `source` has it now
     /// (record, index entries, activities, metrics, history, tombstone), and the small tables
-    /// (aliases, merges, review, segments, suppression, tombstones, meta) are compared whole.
+    /// (aliases, merges, review, segments, suppression, tombstones, access log, meta) are compared whole.
     /// Afterwards this store's last sequence number is `source`'s. Subscribers of this store
     /// are not told of the changes.
     ///
@@ -779,6 +779,7 @@ fn catch_up(target: &redb::Database, src: &ReadTxn) -> Result<CatchUp> {
         Table::Segments,
         Table::Tombstones,
         Table::Suppressed,
+        Table::AccessLog,
     ] {
         replace_all(&w, t.def(), src.raw_table(t)?)?;
     }

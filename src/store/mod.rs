@@ -31,7 +31,9 @@ pub use dedup::{
     ReviewStatus, Survivorship,
 };
 pub use history::{Change, FieldChange, Json, Operation};
-pub use privacy::{Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone};
+pub use privacy::{
+    AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone,
+};
 pub use read::{Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
@@ -75,10 +77,12 @@ pub(crate) enum Table {
     Tombstones,
     /// `HMAC(key, "email:..." or "phone:...") -> ()`: values erased with suppression.
     Suppressed,
+    /// `entry number -> codec(AccessEntry)`: subject exports and erasures, who and when.
+    AccessLog,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 12] = [
+    pub(crate) const ALL: [Table; 13] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
@@ -91,6 +95,7 @@ impl Table {
         Table::Segments,
         Table::Tombstones,
         Table::Suppressed,
+        Table::AccessLog,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -112,6 +117,7 @@ impl Table {
             Table::Segments => "segments",
             Table::Tombstones => "tombstones",
             Table::Suppressed => "suppressed",
+            Table::AccessLog => "access_log",
         }
     }
 }

@@ -264,6 +264,10 @@ pub trait Read: sealed::Sealed {
     /// [`crate::ErrorKind::NotFound`] if there is no such customer.
     fn consent_history(&self, id: CustomerId) -> Result<Vec<crate::Consent>>;
 
+    /// The access log: at most `limit` entries numbered above `since`, oldest first (subject
+    /// exports through [`crate::WriteTxn::subject_access`] and erasures).
+    fn access_log(&self, since: u64, limit: usize) -> Result<Vec<super::AccessEntry>>;
+
     /// The tombstone of an erased customer.
     fn tombstone(&self, id: CustomerId) -> Result<Option<super::Tombstone>>;
 
@@ -479,6 +483,13 @@ macro_rules! impl_read {
             fn consent_history(&self, id: CustomerId) -> Result<Vec<$crate::Consent>> {
                 $crate::store::consent::consent_history(self, id)
             }
+            fn access_log(
+                &self,
+                since: u64,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::AccessEntry>> {
+                $crate::store::privacy::access_log(self, since, limit)
+            }
             fn tombstone(&self, id: CustomerId) -> Result<Option<$crate::store::Tombstone>> {
                 $crate::store::privacy::tombstone(self, id)
             }
@@ -526,7 +537,7 @@ pub struct ReadTxn {
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
-    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 12],
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; Table::ALL.len()],
     txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,

@@ -84,7 +84,7 @@ struct Buffers {
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
-    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 12],
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()],
     /// History entries not yet written, in sequence order.
     changes: Vec<Change>,
 }

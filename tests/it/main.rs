@@ -12,6 +12,7 @@ mod model_based;
 mod privacy;
 mod query;
 mod reference;
+mod roles;
 mod store;
 mod timeline;
 mod verify;
