@@ -71,6 +71,21 @@ pub use store::{
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,
 };
 
+/// The cookbook's recipes (`docs/cookbook/`), compiled and run as doctests.
+#[cfg(doctest)]
+pub mod cookbook_doctests {
+    #[doc = include_str!("../docs/cookbook/subject-access.md")]
+    pub struct SubjectAccess;
+    #[doc = include_str!("../docs/cookbook/erase.md")]
+    pub struct Erase;
+    #[doc = include_str!("../docs/cookbook/retention.md")]
+    pub struct Retention;
+    #[doc = include_str!("../docs/cookbook/backup-restore.md")]
+    pub struct BackupRestore;
+    #[doc = include_str!("../docs/cookbook/roles.md")]
+    pub struct Roles;
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
