@@ -102,6 +102,22 @@ pub enum ErrorKind {
         /// The customer whose record it was, when the bytes are a record.
         record: Option<CustomerId>,
     },
+    /// A store cannot catch up from another: it holds changes the other does not (its change
+    /// feed is ahead), so it is not a copy of it (see [`crate::Store::catch_up_from`]).
+    Diverged {
+        /// The latest change sequence number of the store catching up.
+        ours: u64,
+        /// The latest change sequence number of the store it catches up from.
+        theirs: u64,
+    },
+    /// The role a transaction is viewed through may not see a field (or records at all) that
+    /// the call needs (see [`crate::privacy::RoleView`]).
+    Forbidden {
+        /// The role's name.
+        role: String,
+        /// What it may not see (`phones`, `records`, `activities`).
+        field: String,
+    },
     /// The storage engine failed; the cause is in `source()`.
     Storage,
     /// An I/O operation failed; the cause is in `source()`.
@@ -209,6 +225,8 @@ impl Error {
             ErrorKind::Import { .. } => "import",
             ErrorKind::FormatVersion { .. } => "format_version",
             ErrorKind::Corrupted { .. } => "corrupted",
+            ErrorKind::Diverged { .. } => "diverged",
+            ErrorKind::Forbidden { .. } => "forbidden",
             ErrorKind::Storage => "storage",
             ErrorKind::Io => "io",
         }
@@ -276,6 +294,13 @@ impl fmt::Display for Error {
                 record: Some(id),
             } => write!(f, "stored {what} of customer {id} is corrupted"),
             ErrorKind::Corrupted { what, record: None } => write!(f, "stored {what} is corrupted"),
+            ErrorKind::Diverged { ours, theirs } => write!(
+                f,
+                "this store is at change {ours}, ahead of the source at change {theirs}: not a copy of it"
+            ),
+            ErrorKind::Forbidden { role, field } => {
+                write!(f, "role \"{role}\" may not see {field}")
+            }
             ErrorKind::Storage => f.write_str("the storage engine failed"),
             ErrorKind::Io => f.write_str("an I/O operation failed"),
         }

@@ -43,6 +43,7 @@ pub mod import;
 mod index;
 mod model;
 pub mod normalize;
+pub mod privacy;
 pub mod query;
 pub mod sample;
 mod store;
@@ -58,16 +59,32 @@ pub use model::{
     TicketStatus,
 };
 pub use store::codec::FORMAT_VERSION;
+pub use store::{AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport};
 pub use store::{
     ActivityQuery, Change, ChangeFeed, Clock, Compaction, Customers, Durability, FieldChange,
     HistoryRetention, Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder,
     Subscription, UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
+pub use store::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,
 };
-pub use store::{Inactive, RetentionPolicy, RetentionReport};
+
+/// The cookbook's recipes (`docs/cookbook/`), compiled and run as doctests.
+#[cfg(doctest)]
+pub mod cookbook_doctests {
+    #[doc = include_str!("../docs/cookbook/subject-access.md")]
+    pub struct SubjectAccess;
+    #[doc = include_str!("../docs/cookbook/erase.md")]
+    pub struct Erase;
+    #[doc = include_str!("../docs/cookbook/retention.md")]
+    pub struct Retention;
+    #[doc = include_str!("../docs/cookbook/backup-restore.md")]
+    pub struct BackupRestore;
+    #[doc = include_str!("../docs/cookbook/roles.md")]
+    pub struct Roles;
+}
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

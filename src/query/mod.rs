@@ -749,4 +749,9 @@ impl Query {
     pub fn filter_ref(&self) -> &Filter {
         &self.filter
     }
+
+    /// The field the query sorts by, if any.
+    pub fn sort_field(&self) -> Option<&Field> {
+        self.sort.as_ref().map(|(f, _)| f)
+    }
 }

@@ -3,7 +3,9 @@
 //! redb is private to this module: no redb type appears in the public API, and its errors reach
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
+mod backup;
 pub(crate) mod codec;
+mod consent;
 mod dedup;
 mod history;
 mod privacy;
@@ -23,12 +25,15 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
+pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
 pub use dedup::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, Survivorship,
 };
 pub use history::{Change, FieldChange, Json, Operation};
-pub use privacy::{Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone};
+pub use privacy::{
+    AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone,
+};
 pub use read::{ChangeFeed, Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
@@ -72,10 +77,12 @@ pub(crate) enum Table {
     Tombstones,
     /// `HMAC(key, "email:..." or "phone:...") -> ()`: values erased with suppression.
     Suppressed,
+    /// `entry number -> codec(AccessEntry)`: subject exports and erasures, who and when.
+    AccessLog,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 12] = [
+    pub(crate) const ALL: [Table; 13] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
@@ -88,10 +95,16 @@ impl Table {
         Table::Segments,
         Table::Tombstones,
         Table::Suppressed,
+        Table::AccessLog,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        TableDefinition::new(match self {
+        TableDefinition::new(self.name())
+    }
+
+    /// The table's name in the database file (and in backups).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
             Table::Activities => "activities",
             Table::ActivityIds => "activity_ids",
             Table::ActivityTime => "activity_time",
@@ -104,7 +117,8 @@ impl Table {
             Table::Segments => "segments",
             Table::Tombstones => "tombstones",
             Table::Suppressed => "suppressed",
-        })
+            Table::AccessLog => "access_log",
+        }
     }
 }
 

@@ -34,6 +34,58 @@ pub struct Tombstone {
     pub aliases: Vec<CustomerId>,
 }
 
+/// What an [`AccessEntry`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AccessAction {
+    /// Everything held on the customer was exported ([`WriteTxn::subject_access`]).
+    SubjectExport,
+    /// The customer was erased ([`WriteTxn::erase`]).
+    Erasure,
+}
+
+/// One entry of the access log: who exported or erased which customer, and when. It holds no
+/// personal data beyond the customer's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// The entry's number: 1, 2, 3... in the order written.
+    pub number: u64,
+    /// When.
+    #[serde(with = "crate::model::wire::timestamp")]
+    pub at: DateTime<Utc>,
+    /// Who: the transaction's actor, with the role if it was begun with one
+    /// (`"ana (support)"`).
+    pub by: Option<String>,
+    /// What was done.
+    pub action: AccessAction,
+    /// To which customer.
+    pub customer: CustomerId,
+    /// The reason given (for an erasure).
+    pub reason: Option<String>,
+}
+
+const META_NEXT_ACCESS: &str = "next_access";
+
+/// The access log: at most `limit` entries numbered above `since`, oldest first.
+pub(crate) fn access_log(b: &impl Backend, since: u64, limit: usize) -> Result<Vec<AccessEntry>> {
+    let start = be(since.saturating_add(1));
+    let mut out = Vec::new();
+    b.scan_raw(
+        Table::AccessLog,
+        (Bound::Included(start.as_slice()), Bound::Unbounded),
+        false,
+        &mut |_, v| {
+            if out.len() >= limit {
+                return Ok(false);
+            }
+            out.push(codec::decode(v, "access log entry")?);
+            Ok(true)
+        },
+    )?;
+    Ok(out)
+}
+
 /// Whether [`WriteTxn::erase`] also blocks the person from being inserted again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Suppress {
@@ -139,12 +191,68 @@ mod erased {
 }
 
 impl WriteTxn {
+    /// Appends an entry to the access log, in this transaction.
+    fn log_access(
+        &mut self,
+        action: AccessAction,
+        customer: CustomerId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let number = match self.get_meta(META_NEXT_ACCESS)? {
+            Some(v) => u64::from_le_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::corrupted("counter", "next_access is not 8 bytes"))?,
+            ),
+            None => 1,
+        };
+        self.put_meta(META_NEXT_ACCESS, &(number + 1).to_le_bytes())?;
+        let entry = AccessEntry {
+            number,
+            at: self.now(),
+            by: self.actor().map(str::to_owned),
+            action,
+            customer,
+            reason,
+        };
+        self.put_raw(
+            Table::AccessLog,
+            be(number).to_vec(),
+            Some(codec::encode(&entry)?),
+        )
+    }
+
+    /// Answers a subject access request: [`crate::Read::subject_export`] of customer `id`,
+    /// recorded in the access log (who, when, which customer) in this transaction, so the
+    /// export is logged if and only if the transaction commits.
+    ///
+    /// ```
+    /// use customerdb::{AccessAction, Customer, Read, Store};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write_as("dpo")?;
+    /// let ada = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    /// let document = tx.subject_access(ada)?;
+    /// assert_eq!(document["customer"]["id"], ada.as_u64());
+    /// tx.commit()?;
+    /// let log = store.begin_read()?.access_log(0, 10)?;
+    /// assert_eq!((log[0].action, log[0].customer, log[0].by.as_deref()), (AccessAction::SubjectExport, ada, Some("dpo")));
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] if there is no such customer.
+    pub fn subject_access(&mut self, id: CustomerId) -> Result<serde_json::Value> {
+        let doc = subject_export(self, id)?;
+        self.log_access(AccessAction::SubjectExport, id, None)?;
+        Ok(doc)
+    }
+
     /// Erases customer `id` and everything about it, in this transaction: the record and its
     /// index entries, its activities and metrics, every history entry (so the change feed no
     /// longer holds its data; one [`crate::Operation::Erased`] entry tells feed consumers to
     /// erase their copies), duplicate review entries, and customers merged into it earlier
     /// with their aliases, history and merge logs. A [`Tombstone`] with no personal data
-    /// remains. With [`Suppress::Yes`], keyed hashes of its emails and phones block it from
+    /// remains, and an [`AccessEntry`] records who erased it. With [`Suppress::Yes`], keyed hashes of its emails and phones block it from
     /// being inserted again.
     ///
     /// Old pages of the database file can still hold the erased bytes until they are reused;
@@ -219,6 +327,7 @@ impl WriteTxn {
             Some(codec::encode(&tomb)?),
         )?;
         self.log(tomb.at, Some(id), crate::Operation::Erased, Vec::new());
+        self.log_access(AccessAction::Erasure, id, Some(tomb.reason.clone()))?;
         Ok(tomb)
     }
 

@@ -241,6 +241,33 @@ pub trait Read: sealed::Sealed {
     /// [`crate::ErrorKind::NotFound`] if there is no such customer.
     fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value>;
 
+    /// Whether customer `id` (or the customer it was merged into) has granted consent for
+    /// `purpose` on `channel` at `at`: the latest consent event for that purpose on that
+    /// channel (or on [`crate::Channel::Any`]) at or before `at` decides; with none, there is no
+    /// consent. The same rule as the query filter `consent(channel, purpose)` at a query's
+    /// `now`. In a write transaction, a withdrawal recorded earlier in it already counts.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn has_consent(
+        &self,
+        id: CustomerId,
+        purpose: &str,
+        channel: crate::Channel,
+        at: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// Every consent event of customer `id` (grants and withdrawals with their evidence),
+    /// oldest first.
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::NotFound`] if there is no such customer.
+    fn consent_history(&self, id: CustomerId) -> Result<Vec<crate::Consent>>;
+
+    /// The access log: at most `limit` entries numbered above `since`, oldest first (subject
+    /// exports through [`crate::WriteTxn::subject_access`] and erasures).
+    fn access_log(&self, since: u64, limit: usize) -> Result<Vec<super::AccessEntry>>;
+
     /// The tombstone of an erased customer.
     fn tombstone(&self, id: CustomerId) -> Result<Option<super::Tombstone>>;
 
@@ -444,6 +471,25 @@ macro_rules! impl_read {
             fn subject_export(&self, id: CustomerId) -> Result<serde_json::Value> {
                 $crate::store::privacy::subject_export(self, id)
             }
+            fn has_consent(
+                &self,
+                id: CustomerId,
+                purpose: &str,
+                channel: $crate::Channel,
+                at: chrono::DateTime<chrono::Utc>,
+            ) -> Result<bool> {
+                $crate::store::consent::has_consent(self, id, purpose, channel, at)
+            }
+            fn consent_history(&self, id: CustomerId) -> Result<Vec<$crate::Consent>> {
+                $crate::store::consent::consent_history(self, id)
+            }
+            fn access_log(
+                &self,
+                since: u64,
+                limit: usize,
+            ) -> Result<Vec<$crate::store::AccessEntry>> {
+                $crate::store::privacy::access_log(self, since, limit)
+            }
             fn tombstone(&self, id: CustomerId) -> Result<Option<$crate::store::Tombstone>> {
                 $crate::store::privacy::tombstone(self, id)
             }
@@ -491,7 +537,7 @@ pub struct ReadTxn {
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
-    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; 12],
+    raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; Table::ALL.len()],
     txn: redb::ReadTransaction,
     schema: OnceLock<Arc<Schema>>,
     region: Option<CountryCode>,

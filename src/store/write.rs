@@ -84,7 +84,7 @@ struct Buffers {
     postings: Vec<(Vec<u8>, bool)>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
-    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 12],
+    raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()],
     /// History entries not yet written, in sequence order.
     changes: Vec<Change>,
 }
@@ -292,11 +292,16 @@ impl WriteTxn {
     }
 
     /// Replaces the data of customer `id`, keeping its id and creation time. The store moves
-    /// the index entries that changed.
+    /// the index entries that changed. Consent events are append-only: every event the
+    /// customer had is kept even if `customer` leaves it out (see [`WriteTxn::record_consent`]).
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] if there is no such customer; otherwise as [`WriteTxn::insert`].
     pub fn update(&mut self, id: CustomerId, customer: impl IntoCustomer) -> Result<Record> {
+        let mut customer = customer.into_customer(self.region)?;
+        if let Some(old) = self.record(id.as_u64())? {
+            super::consent::keep_history(&old.customer, &mut customer);
+        }
         self.update_as(id, customer, Operation::Update)
     }
 

@@ -351,3 +351,98 @@ fn explain_merge_unmerge_and_review_work_on_a_store() -> Result {
     assert!(queue.iter().any(|i| i.decided_by.as_deref() == Some("ana")));
     Ok(())
 }
+
+#[test]
+fn consent_is_shown_granted_and_withdrawn_with_its_evidence() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = imported(dir.path())?;
+    let shown = json_lines(&ok(&["consent", "--db", &db, "1"])?)?;
+    assert_eq!(shown[0]["history"], serde_json::json!([]));
+    let granted = json_lines(&ok(&[
+        "consent",
+        "--db",
+        &db,
+        "1",
+        "--purpose",
+        "Marketing",
+        "--channel",
+        "email",
+        "--grant",
+        "--how",
+        "web_form",
+        "--source",
+        "shop",
+        "--policy",
+        "v3",
+    ])?)?;
+    assert_eq!(granted[0]["in_force"][0]["status"], "granted");
+    assert_eq!(granted[0]["in_force"][0]["purpose"], "marketing");
+    assert_eq!(granted[0]["in_force"][0]["policy_version"], "v3");
+    let withdrawn = json_lines(&ok(&[
+        "consent",
+        "--db",
+        &db,
+        "1",
+        "--purpose",
+        "marketing",
+        "--channel",
+        "email",
+        "--withdraw",
+        "--how",
+        "call",
+        "--by",
+        "ana",
+    ])?)?;
+    assert_eq!(withdrawn[0]["in_force"][0]["status"], "withdrawn");
+    assert_eq!(withdrawn[0]["history"].as_array().map(Vec::len), Some(2));
+    // The segment filter sees the withdrawal.
+    let n = ok(&["query", "--db", &db, "consent(email, marketing)", "--count"])?;
+    assert_eq!(n.trim(), "0");
+    let history = json_lines(&ok(&["history", "--db", &db, "1"])?)?;
+    assert_eq!(history[0]["actor"], "ana");
+    // Usage errors: both verbs, or a change without its evidence or with a bad channel.
+    let change = ["--purpose", "x", "--grant"];
+    for extra in [
+        &["--grant", "--withdraw"][..],
+        &["--channel", "email"][..],
+        &["--channel", "fax", "--how", "form"][..],
+    ] {
+        let mut args = vec!["consent", "--db", &db, "1"];
+        args.extend(change);
+        args.extend(extra);
+        assert_eq!(cli(&args)?.code, 2, "{args:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn backup_and_restore_make_a_verified_copy_and_refuse_a_damaged_file() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = imported(dir.path())?;
+    let backup = path(&dir.path().join("crm.backup"));
+    let report = json_lines(&ok(&["backup", "--db", &db, &backup])?)?;
+    assert_eq!(report[0]["customers"], 3);
+    let copy = path(&dir.path().join("copy.redb"));
+    let restored = json_lines(&ok(&["restore", &backup, "--db", &copy])?)?;
+    assert_eq!(restored[0]["customers"], 3);
+    assert_eq!(restored[0]["verified"], true);
+    assert_eq!(restored[0]["seq"], report[0]["seq"]);
+    let found = ok(&["find", "--db", &copy, "--email", "grace@example.com"])?;
+    assert!(found.contains("Grace Hopper"));
+    // Restoring over an existing store, or from a damaged file, fails without a panic.
+    assert_eq!(cli(&["restore", &backup, "--db", &copy])?.code, 1);
+    let mut bytes = std::fs::read(&backup)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&backup, &bytes)?;
+    let damaged = cli(&[
+        "restore",
+        &backup,
+        "--db",
+        &path(&dir.path().join("x.redb")),
+    ])?;
+    assert_eq!(damaged.code, 1);
+    assert!(damaged.stderr.contains("corrupted"), "{}", damaged.stderr);
+    assert_eq!(cli(&["backup", "--db", &db])?.code, 2);
+    Ok(())
+}

@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod backup;
 mod cli;
+mod consent;
 mod crash;
 mod dedup;
 mod merge;
@@ -10,6 +12,7 @@ mod model_based;
 mod privacy;
 mod query;
 mod reference;
+mod roles;
 mod store;
 mod timeline;
 mod verify;

@@ -20,6 +20,10 @@
 //! customerdb merge --db PATH SURVIVOR OTHER... [--rule RULE] [--dry-run]
 //! customerdb unmerge --db PATH MERGE_ID
 //! customerdb review --db PATH [--decide A B same|different --by NAME]
+//! customerdb consent --db PATH ID [--purpose P --channel C (--grant|--withdraw) --how H
+//!                    [--source S] [--policy VERSION] [--by NAME]]
+//! customerdb backup --db PATH OUT
+//! customerdb restore BACKUP --db NEWPATH
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
@@ -29,6 +33,7 @@
 
 mod dedup;
 mod merge;
+mod privacy;
 mod query;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -68,6 +73,11 @@ const USAGE: &str = "usage:
                    [--rule survivor|most-recent|most-complete|trusted:SOURCE,...]
   customerdb unmerge --db PATH MERGE_ID
   customerdb review --db PATH [--decide A B same|different --by NAME]
+  customerdb consent --db PATH ID [--purpose P --channel email|sms|phone|post|any
+                   (--grant|--withdraw) --how H [--source S] [--policy VERSION] [--by NAME]]
+                   (in force now and every event; records one first if asked)
+  customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
+  customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
   customerdb verify --db PATH
   customerdb stats --db PATH";
 
@@ -162,8 +172,22 @@ struct Args {
     dry_run: bool,
     /// `--decide A B VERDICT`.
     decide: Vec<String>,
-    /// `--by`: who decided.
+    /// `--by`: who decided, or who records consent.
     by: Option<String>,
+    /// `--purpose`: what consent is for.
+    purpose: Option<String>,
+    /// `--channel`: the channel consent covers.
+    channel: Option<String>,
+    /// `--grant`: record consent given.
+    grant: bool,
+    /// `--withdraw`: record consent withdrawn.
+    withdraw: bool,
+    /// `--how`: how consent was collected (form, call, import).
+    how: Option<String>,
+    /// `--source`: who or what recorded consent.
+    source: Option<String>,
+    /// `--policy`: the policy version agreed to.
+    policy: Option<String>,
     /// Non-option arguments after the command.
     positional: Vec<String>,
 }
@@ -203,6 +227,13 @@ fn parse_args() -> Result<Args, CliError> {
                 }
             }
             Long("by") => a.by = Some(p.value()?.string()?),
+            Long("purpose") => a.purpose = Some(p.value()?.string()?),
+            Long("channel") => a.channel = Some(p.value()?.string()?),
+            Long("grant") => a.grant = true,
+            Long("withdraw") => a.withdraw = true,
+            Long("how") => a.how = Some(p.value()?.string()?),
+            Long("source") => a.source = Some(p.value()?.string()?),
+            Long("policy") => a.policy = Some(p.value()?.string()?),
             Short('h') | Long("help") => return Err(CliError::Usage(String::new())),
             Value(v) if a.command.is_empty() => a.command = v.string()?,
             Value(v) => a.positional.push(v.string()?),
@@ -366,6 +397,9 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         "merge" => merge::merge(a),
         "unmerge" => merge::unmerge(a),
         "review" => merge::review(a),
+        "consent" => privacy::consent(a),
+        "backup" => privacy::backup(a),
+        "restore" => privacy::restore(a),
         "" => Err(CliError::Usage(String::new())),
         other => Err(CliError::Usage(format!("unknown command \"{other}\""))),
     }
