@@ -7,14 +7,13 @@
 //! within a block once, and reports per rule how many pairs it produced.
 //!
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use super::MatchRecord;
 use super::compare::Comparison;
-use super::hash::FastHash;
+use super::hash::FastHasher;
 use crate::error::{Error, Result};
 use crate::normalize::Reason;
 
@@ -93,47 +92,95 @@ impl BlockingRule {
     /// # Ok::<(), customerdb::Error>(())
     /// ```
     pub fn keys(&self, r: &MatchRecord) -> Vec<String> {
-        let mut keys: Vec<String> = match self {
-            BlockingRule::Email => r.emails().to_vec(),
-            BlockingRule::Phone => r.phones().to_vec(),
-            BlockingRule::FamilyPhoneticGivenInitial => match r.given_initial() {
-                Some(i) => r
-                    .family_phonetic()
-                    .iter()
-                    .map(|code| format!("{code}|{i}"))
-                    .collect(),
-                None => Vec::new(),
-            },
-            BlockingRule::BirthDatePostcode => match r.birth_date() {
-                Some(d) => r.postcodes().iter().map(|p| format!("{d}|{p}")).collect(),
-                None => Vec::new(),
-            },
-            BlockingRule::BirthDateGivenInitial => match (r.birth_date(), r.given_initial()) {
-                (Some(d), Some(i)) => vec![format!("{d}|{i}")],
-                _ => Vec::new(),
-            },
-            BlockingRule::GivenFamily => match (r.given(), r.family()) {
-                // In either order, so transposed names share the key.
-                (Some(g), Some(f)) if g <= f => vec![format!("{g}|{f}")],
-                (Some(g), Some(f)) => vec![format!("{f}|{g}")],
-                _ => Vec::new(),
-            },
-            BlockingRule::BirthDate => r.birth_date().map(|d| d.to_string()).into_iter().collect(),
-            BlockingRule::LocalityGivenInitial => match r.given_initial() {
-                Some(i) => r.localities().iter().map(|l| format!("{l}|{i}")).collect(),
-                None => Vec::new(),
-            },
-            BlockingRule::ExternalId => r
-                .external_ids()
-                .iter()
-                .map(|(s, i)| format!("{s}|{i}"))
-                .collect(),
-            BlockingRule::Attribute(name) => r.attribute(name).to_vec(),
-        };
+        let mut keys = Vec::new();
+        self.for_each_key(r, &mut String::new(), &mut |k| keys.push(k.to_owned()));
         keys.sort_unstable();
         keys.dedup();
         keys
     }
+
+    /// 64-bit hashes of [`BlockingRule::keys`], sorted and without repeats, written into `out`
+    /// without allocating per key (`buf` is scratch space). Batch blocking groups by these:
+    /// two different keys that collide only add a candidate pair, which comparison then judges.
+    fn key_hashes(&self, r: &MatchRecord, buf: &mut String, out: &mut Vec<u64>) {
+        out.clear();
+        self.for_each_key(r, buf, &mut |k| out.push(key_hash(k)));
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Calls `f` with each key of `r` (possibly repeated), built in `buf`.
+    fn for_each_key(&self, r: &MatchRecord, buf: &mut String, f: &mut dyn FnMut(&str)) {
+        use std::fmt::Write;
+        let mut two = |a: &dyn fmt::Display, b: &dyn fmt::Display, f: &mut dyn FnMut(&str)| {
+            buf.clear();
+            // Writing to a String cannot fail.
+            let _ = write!(buf, "{a}|{b}");
+            f(buf);
+        };
+        match self {
+            BlockingRule::Email => r.emails().iter().for_each(|e| f(e)),
+            BlockingRule::Phone => r.phones().iter().for_each(|p| f(p)),
+            BlockingRule::FamilyPhoneticGivenInitial => {
+                if let Some(i) = r.given_initial() {
+                    for code in r.family_phonetic() {
+                        two(code, &i, f);
+                    }
+                }
+            }
+            BlockingRule::BirthDatePostcode => {
+                if let Some(d) = r.birth_date() {
+                    for p in r.postcodes() {
+                        two(&d, p, f);
+                    }
+                }
+            }
+            BlockingRule::BirthDateGivenInitial => {
+                if let (Some(d), Some(i)) = (r.birth_date(), r.given_initial()) {
+                    two(&d, &i, f);
+                }
+            }
+            BlockingRule::GivenFamily => match (r.given(), r.family()) {
+                // In either order, so transposed names share the key.
+                (Some(g), Some(fam)) if g <= fam => two(&g, &fam, f),
+                (Some(g), Some(fam)) => two(&fam, &g, f),
+                _ => {}
+            },
+            BlockingRule::BirthDate => {
+                if let Some(d) = r.birth_date() {
+                    buf.clear();
+                    let _ = write!(buf, "{d}");
+                    f(buf);
+                }
+            }
+            BlockingRule::LocalityGivenInitial => {
+                if let Some(i) = r.given_initial() {
+                    for l in r.localities() {
+                        two(l, &i, f);
+                    }
+                }
+            }
+            BlockingRule::ExternalId => {
+                for (system, id) in r.external_ids() {
+                    two(system, id, f);
+                }
+            }
+            BlockingRule::Attribute(name) => r.attribute(name).iter().for_each(|v| f(v)),
+        }
+    }
+}
+
+/// A well-mixed 64-bit hash of a key: [`FastHasher`] over the bytes, then `SplitMix64`'s
+/// finaliser, so that keys differing in one byte land far apart.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = FastHasher::default();
+    h.write(key.as_bytes());
+    h.write_usize(key.len());
+    let mut z = h.finish();
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl BlockingRule {
@@ -170,40 +217,59 @@ impl fmt::Display for BlockingRule {
 
 /// Finds candidate pairs among records held in memory.
 ///
-/// # Oversized blocks
+/// # Large blocks
 ///
-/// A block of `n` records makes `n (n - 1) / 2` pairs, so one very common key (a family name
-/// shared by thousands, a placeholder email) can swamp everything. A block with more than
-/// [`Blocker::max_block_size`] records is skipped whole: it produces no pairs, and the report
-/// counts it and the pairs it would have made ([`RuleReport::oversized_blocks`],
-/// [`RuleReport::skipped_pairs`]). Pairs in it that are duplicates are usually still found by
-/// another, more selective rule.
+/// A block of `n` records makes `n (n - 1) / 2` pairs, so a common key (a frequent family
+/// name with a frequent initial) makes work that grows with the square of the data: a rule
+/// whose keys come from a bounded vocabulary, as names do, yields ten times the pairs per
+/// record on ten times the records. A block with more than [`Blocker::max_block_size`]
+/// records is therefore compared by *sorted neighbourhood* (Hernández & Stolfo 1995): its
+/// records are ordered by given name, family name and birth date, and each is paired with the
+/// next [`Blocker::window`] records in that order, so its pairs grow linearly with its size.
+/// Within one block of a rule, records of one person sit next to each other in that order
+/// unless the very fields it sorts by differ; such pairs are usually found by another rule.
+/// The report counts those blocks ([`RuleReport::oversized_blocks`]) and the pairs they did
+/// not make ([`RuleReport::skipped_pairs`]).
 #[derive(Debug, Clone)]
 pub struct Blocker {
     rules: Vec<BlockingRule>,
     max_block_size: usize,
+    window: usize,
 }
 
-/// The default [`Blocker::max_block_size`]: at most 124,750 pairs from one block.
-pub const DEFAULT_MAX_BLOCK_SIZE: usize = 500;
+/// The default [`Blocker::max_block_size`]: blocks up to this size make every pair (at most
+/// 190 from one block).
+pub const DEFAULT_MAX_BLOCK_SIZE: usize = 20;
+
+/// The default [`Blocker::window`]: each record of a larger block meets its next 5 records.
+pub const DEFAULT_WINDOW: usize = 5;
 
 /// The most rules one [`Blocker`] takes (each pair records its rules in a 32-bit set).
 pub const MAX_RULES: usize = 32;
 
 impl Blocker {
-    /// A blocker with these rules and the default block size cap.
+    /// A blocker with these rules and the default block size cap and window.
     pub fn new(rules: Vec<BlockingRule>) -> Blocker {
         Blocker {
             rules,
             max_block_size: DEFAULT_MAX_BLOCK_SIZE,
+            window: DEFAULT_WINDOW,
         }
     }
 
-    /// The largest block that still produces pairs; larger ones are skipped and reported (see
-    /// [`Blocker`]).
+    /// The largest block that makes every pair; larger ones are compared by sorted
+    /// neighbourhood (see [`Blocker`]).
     #[must_use]
     pub fn max_block_size(mut self, n: usize) -> Blocker {
         self.max_block_size = n;
+        self
+    }
+
+    /// How many following records each record of a block over the size cap is paired with;
+    /// 0 skips such blocks whole.
+    #[must_use]
+    pub fn window(mut self, n: usize) -> Blocker {
+        self.window = n;
         self
     }
 
@@ -219,8 +285,9 @@ impl Blocker {
         &self.rules
     }
 
-    /// Every pair of records that share a key under some rule, each pair once, ordered by
-    /// `(a, b)` with `a < b` (indexes into `records`), with the rules that produced it.
+    /// Every pair of records that share a key under some rule (within the limits on large
+    /// blocks), each pair once, ordered by `(a, b)` with `a < b` (indexes into `records`),
+    /// with the rules that produced it.
     ///
     /// # Errors
     /// [`crate::ErrorKind::Invalid`] (reason [`Reason::TooMany`]) for more than [`MAX_RULES`]
@@ -243,35 +310,19 @@ impl Blocker {
             )
         })?;
         let mut reports = Vec::with_capacity(self.rules.len());
-        let mut all: Vec<(u64, u32)> = Vec::new();
-        for (bit, rule) in self.rules.iter().enumerate() {
+        let mut lists: Vec<Vec<u64>> = Vec::with_capacity(self.rules.len());
+        for rule in &self.rules {
             let (pairs, report) = self.rule_pairs(rule, records, n);
-            all.extend(pairs.into_iter().map(|p| (p, 1u32 << bit)));
+            lists.push(pairs);
             reports.push(report);
         }
-        all.sort_unstable_by_key(|&(p, _)| p);
-        let mut pairs: Vec<CandidatePair> = Vec::with_capacity(all.len());
-        for (p, mask) in all {
-            match pairs.last_mut() {
-                Some(last) if last.key() == p => last.rules |= mask,
-                _ => pairs.push(CandidatePair {
-                    a: (p >> 32) as u32,
-                    b: p as u32,
-                    rules: mask,
-                }),
-            }
-        }
-        for p in &pairs {
-            // The first rule that produced a pair is the one that brought it in.
-            if let Some(r) = reports.get_mut(p.rules.trailing_zeros() as usize) {
-                r.new_pairs += 1;
-            }
-        }
+        let pairs = merge_rule_lists(&lists, &mut reports);
         Ok(Candidates {
             report: BlockingReport {
                 records: records.len(),
                 candidates: pairs.len(),
                 max_block_size: self.max_block_size,
+                window: self.window,
                 rules: reports,
             },
             pairs,
@@ -285,12 +336,14 @@ impl Blocker {
         records: &[MatchRecord],
         n: u32,
     ) -> (Vec<u64>, RuleReport) {
-        let mut blocks: HashMap<String, Vec<u32>, FastHash> = HashMap::default();
+        // (key hash, record) sorted: each block is a run, its records in increasing order.
+        let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(records.len());
+        let (mut buf, mut hashes) = (String::new(), Vec::new());
         for (i, r) in (0..n).zip(records) {
-            for key in rule.keys(r) {
-                blocks.entry(key).or_default().push(i);
-            }
+            rule.key_hashes(r, &mut buf, &mut hashes);
+            keyed.extend(hashes.iter().map(|&h| (h, i)));
         }
+        keyed.sort_unstable();
         let mut report = RuleReport {
             rule: rule.clone(),
             blocks: 0,
@@ -300,30 +353,75 @@ impl Blocker {
             oversized_blocks: 0,
             skipped_pairs: 0,
         };
+        let pair = |a: u32, b: u32| (u64::from(a.min(b)) << 32) | u64::from(a.max(b));
         let mut pairs = Vec::new();
-        for ids in blocks.values().filter(|ids| ids.len() > 1) {
+        let mut ids: Vec<u32> = Vec::new();
+        for block in keyed.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
+            ids.clear();
+            ids.extend(block.iter().map(|&(_, i)| i));
             report.blocks += 1;
             report.largest_block = report.largest_block.max(ids.len());
-            if ids.len() > self.max_block_size {
-                report.oversized_blocks += 1;
-                let len = ids.len() as u64;
-                report.skipped_pairs += len * (len - 1) / 2;
+            if ids.len() <= self.max_block_size {
+                for (k, &a) in ids.iter().enumerate() {
+                    pairs.extend(ids[k + 1..].iter().map(|&b| pair(a, b)));
+                }
                 continue;
             }
-            // Ids were pushed in increasing order, so `a < b` in every pair.
+            report.oversized_blocks += 1;
+            ids.sort_by(|&x, &y| neighbourhood_order(records, x, y));
+            let before = pairs.len();
             for (k, &a) in ids.iter().enumerate() {
-                pairs.extend(
-                    ids[k + 1..]
-                        .iter()
-                        .map(|&b| (u64::from(a) << 32) | u64::from(b)),
-                );
+                pairs.extend(ids[k + 1..].iter().take(self.window).map(|&b| pair(a, b)));
             }
+            let len = ids.len() as u64;
+            report.skipped_pairs += len * (len - 1) / 2 - (pairs.len() - before) as u64;
         }
         pairs.sort_unstable();
         pairs.dedup();
         report.pairs = pairs.len();
         (pairs, report)
     }
+}
+
+/// The order of records within a large block: given name, family name, birth date, index.
+fn neighbourhood_order(records: &[MatchRecord], x: u32, y: u32) -> std::cmp::Ordering {
+    let (Some(a), Some(b)) = (records.get(x as usize), records.get(y as usize)) else {
+        return x.cmp(&y);
+    };
+    (a.given(), a.family(), a.birth_date(), x).cmp(&(b.given(), b.family(), b.birth_date(), y))
+}
+
+/// Merges the rules' sorted pair lists into one list of distinct pairs, each with the set of
+/// rules that produced it, and counts for each rule the pairs no earlier rule produced.
+fn merge_rule_lists(lists: &[Vec<u64>], reports: &mut [RuleReport]) -> Vec<CandidatePair> {
+    let mut heads = vec![0usize; lists.len()];
+    let mut out = Vec::with_capacity(lists.iter().map(Vec::len).max().unwrap_or(0));
+    loop {
+        let next = lists
+            .iter()
+            .zip(&heads)
+            .filter_map(|(l, &h)| l.get(h))
+            .min()
+            .copied();
+        let Some(key) = next else { break };
+        let mut rules = 0u32;
+        for (bit, (l, h)) in lists.iter().zip(heads.iter_mut()).enumerate() {
+            if l.get(*h) == Some(&key) {
+                rules |= 1 << bit;
+                *h += 1;
+            }
+        }
+        // The first rule that produced a pair is the one that brought it in.
+        if let Some(r) = reports.get_mut(rules.trailing_zeros() as usize) {
+            r.new_pairs += 1;
+        }
+        out.push(CandidatePair {
+            a: (key >> 32) as u32,
+            b: key as u32,
+            rules,
+        });
+    }
+    out
 }
 
 impl Default for Blocker {
@@ -421,9 +519,9 @@ pub struct RuleReport {
     pub pairs: usize,
     /// Of those, pairs no earlier rule produced.
     pub new_pairs: usize,
-    /// Blocks over the size cap, skipped.
+    /// Blocks over the size cap, compared by sorted neighbourhood.
     pub oversized_blocks: usize,
-    /// Pairs the skipped blocks would have made.
+    /// Pairs those blocks would have made in full but did not.
     pub skipped_pairs: u64,
 }
 
@@ -434,8 +532,10 @@ pub struct BlockingReport {
     pub records: usize,
     /// Distinct candidate pairs over all rules.
     pub candidates: usize,
-    /// The block size cap in force.
+    /// The block size over which blocks are compared by sorted neighbourhood.
     pub max_block_size: usize,
+    /// The neighbourhood window in force.
+    pub window: usize,
     /// One report per rule, in rule order.
     pub rules: Vec<RuleReport>,
 }
@@ -461,8 +561,8 @@ impl fmt::Display for BlockingReport {
         }
         write!(
             f,
-            "{} candidate pairs from {} records (blocks over {} records skipped)",
-            self.candidates, self.records, self.max_block_size
+            "{} candidate pairs from {} records (blocks over {} records: each record with its next {})",
+            self.candidates, self.records, self.max_block_size, self.window
         )
     }
 }
@@ -550,10 +650,11 @@ mod tests {
     }
 
     #[test]
-    fn oversized_blocks_are_skipped_and_reported() {
+    fn oversized_blocks_pair_neighbours_only() {
         let records = people();
         let c = Blocker::new(vec![BlockingRule::GivenFamily])
             .max_block_size(2)
+            .window(0)
             .candidates(&records)
             .unwrap();
         assert!(c.is_empty());
@@ -562,6 +663,29 @@ mod tests {
             (r.oversized_blocks, r.skipped_pairs, r.largest_block),
             (1, 3, 3)
         );
+        // Window 1: sorted by given name, "ada lovelace" (0, 1) then "lovelace ada" (2).
+        let c = Blocker::new(vec![BlockingRule::GivenFamily])
+            .max_block_size(2)
+            .window(1)
+            .candidates(&records)
+            .unwrap();
+        let got: Vec<(usize, usize)> = c.pairs().iter().map(|p| (p.a(), p.b())).collect();
+        assert_eq!(got, [(0, 1), (1, 2)]);
+        assert_eq!(c.report().rules[0].skipped_pairs, 1);
+    }
+
+    #[test]
+    fn key_hashes_agree_with_keys() {
+        let records = people();
+        for rule in BlockingRule::defaults() {
+            for r in &records {
+                let mut hashes = Vec::new();
+                rule.key_hashes(r, &mut String::new(), &mut hashes);
+                let mut expected: Vec<u64> = rule.keys(r).iter().map(|k| key_hash(k)).collect();
+                expected.sort_unstable();
+                assert_eq!(hashes, expected);
+            }
+        }
     }
 
     #[test]
