@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use super::MatchRecord;
@@ -102,7 +103,7 @@ impl BlockingRule {
     /// 64-bit hashes of [`BlockingRule::keys`], sorted and without repeats, written into `out`
     /// without allocating per key (`buf` is scratch space). Batch blocking groups by these:
     /// two different keys that collide only add a candidate pair, which comparison then judges.
-    fn key_hashes(&self, r: &MatchRecord, buf: &mut String, out: &mut Vec<u64>) {
+    pub(crate) fn key_hashes(&self, r: &MatchRecord, buf: &mut String, out: &mut Vec<u64>) {
         out.clear();
         self.for_each_key(r, buf, &mut |k| out.push(key_hash(k)));
         out.sort_unstable();
@@ -112,6 +113,7 @@ impl BlockingRule {
     /// Calls `f` with each key of `r` (possibly repeated), built in `buf`.
     fn for_each_key(&self, r: &MatchRecord, buf: &mut String, f: &mut dyn FnMut(&str)) {
         use std::fmt::Write;
+        let date = |d: NaiveDate| IsoDate(d);
         let mut two = |a: &dyn fmt::Display, b: &dyn fmt::Display, f: &mut dyn FnMut(&str)| {
             buf.clear();
             // Writing to a String cannot fail.
@@ -119,25 +121,25 @@ impl BlockingRule {
             f(buf);
         };
         match self {
-            BlockingRule::Email => r.emails().iter().for_each(|e| f(e)),
-            BlockingRule::Phone => r.phones().iter().for_each(|p| f(p)),
+            BlockingRule::Email => r.emails().for_each(&mut *f),
+            BlockingRule::Phone => r.phones().for_each(&mut *f),
             BlockingRule::FamilyPhoneticGivenInitial => {
                 if let Some(i) = r.given_initial() {
                     for code in r.family_phonetic() {
-                        two(code, &i, f);
+                        two(&code, &i, f);
                     }
                 }
             }
             BlockingRule::BirthDatePostcode => {
                 if let Some(d) = r.birth_date() {
                     for p in r.postcodes() {
-                        two(&d, p, f);
+                        two(&date(d), &p, f);
                     }
                 }
             }
             BlockingRule::BirthDateGivenInitial => {
                 if let (Some(d), Some(i)) = (r.birth_date(), r.given_initial()) {
-                    two(&d, &i, f);
+                    two(&date(d), &i, f);
                 }
             }
             BlockingRule::GivenFamily => match (r.given(), r.family()) {
@@ -149,23 +151,56 @@ impl BlockingRule {
             BlockingRule::BirthDate => {
                 if let Some(d) = r.birth_date() {
                     buf.clear();
-                    let _ = write!(buf, "{d}");
+                    let _ = write!(buf, "{}", date(d));
                     f(buf);
                 }
             }
             BlockingRule::LocalityGivenInitial => {
                 if let Some(i) = r.given_initial() {
                     for l in r.localities() {
-                        two(l, &i, f);
+                        two(&l, &i, f);
                     }
                 }
             }
             BlockingRule::ExternalId => {
                 for (system, id) in r.external_ids() {
-                    two(system, id, f);
+                    two(&system, &id, f);
                 }
             }
             BlockingRule::Attribute(name) => r.attribute(name).iter().for_each(|v| f(v)),
+        }
+    }
+}
+
+/// A date as `NaiveDate`'s `Display` writes it (`1971-06-24`), written digit by digit for
+/// years 0 to 9999: blocking writes a date key per record per rule, and chrono's formatter
+/// is the slowest part of that.
+struct IsoDate(NaiveDate);
+
+impl fmt::Display for IsoDate {
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use chrono::Datelike;
+        use std::fmt::Write as _;
+        let date = self.0;
+        match u32::try_from(date.year()) {
+            Ok(year) if year <= 9999 => {
+                let digit = |v: u32| char::from(b'0' + (v % 10) as u8);
+                let (month, day) = (date.month(), date.day());
+                let text = [
+                    digit(year / 1000),
+                    digit(year / 100),
+                    digit(year / 10),
+                    digit(year),
+                    '-',
+                    digit(month / 10),
+                    digit(month),
+                    '-',
+                    digit(day / 10),
+                    digit(day),
+                ];
+                text.iter().try_for_each(|&c| out.write_char(c))
+            }
+            _ => write!(out, "{date}"),
         }
     }
 }
@@ -239,10 +274,10 @@ pub struct Blocker {
 
 /// The default [`Blocker::max_block_size`]: blocks up to this size make every pair (at most
 /// 190 from one block).
-pub const DEFAULT_MAX_BLOCK_SIZE: usize = 20;
+pub const DEFAULT_MAX_BLOCK_SIZE: usize = 10;
 
 /// The default [`Blocker::window`]: each record of a larger block meets its next 5 records.
-pub const DEFAULT_WINDOW: usize = 5;
+pub const DEFAULT_WINDOW: usize = 4;
 
 /// The most rules one [`Blocker`] takes (each pair records its rules in a 32-bit set).
 pub const MAX_RULES: usize = 32;
@@ -309,13 +344,38 @@ impl Blocker {
                 },
             )
         })?;
-        let mut reports = Vec::with_capacity(self.rules.len());
-        let mut lists: Vec<Vec<u64>> = Vec::with_capacity(self.rules.len());
-        for rule in &self.rules {
-            let (pairs, report) = self.rule_pairs(rule, records, n);
-            lists.push(pairs);
-            reports.push(report);
-        }
+        // Rules are independent: two workers take them in turn (the machine this is sized for
+        // has two cores; more would only add memory for the lists in flight).
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let work = || {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(rule) = self.rules.get(i) else {
+                    return done;
+                };
+                done.push((i, self.rule_pairs(rule, records, n)));
+            }
+        };
+        let mut results: Vec<(usize, (Vec<u64>, RuleReport))> = std::thread::scope(|s| {
+            let other = s.spawn(work);
+            let mut mine = work();
+            // A panicking worker is a bug; redo its rules here rather than lose them.
+            if let Ok(theirs) = other.join() {
+                mine.extend(theirs);
+            } else {
+                let have: Vec<usize> = mine.iter().map(|(i, _)| *i).collect();
+                for (i, rule) in self.rules.iter().enumerate() {
+                    if !have.contains(&i) {
+                        mine.push((i, self.rule_pairs(rule, records, n)));
+                    }
+                }
+            }
+            mine
+        });
+        results.sort_by_key(|(i, _)| *i);
+        let (lists, mut reports): (Vec<Vec<u64>>, Vec<RuleReport>) =
+            results.into_iter().map(|(_, r)| r).unzip();
         let pairs = merge_rule_lists(&lists, &mut reports);
         Ok(Candidates {
             report: BlockingReport {
@@ -672,6 +732,20 @@ mod tests {
         let got: Vec<(usize, usize)> = c.pairs().iter().map(|p| (p.a(), p.b())).collect();
         assert_eq!(got, [(0, 1), (1, 2)]);
         assert_eq!(c.report().rules[0].skipped_pairs, 1);
+    }
+
+    #[test]
+    fn dates_in_keys_are_written_as_chrono_writes_them() {
+        for (y, m, d) in [
+            (1971, 6, 24),
+            (5, 1, 9),
+            (9999, 12, 31),
+            (10_000, 1, 1),
+            (-44, 3, 15),
+        ] {
+            let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+            assert_eq!(IsoDate(date).to_string(), date.to_string());
+        }
     }
 
     #[test]

@@ -60,4 +60,4 @@ pub use model::{
     TrainReport, Training, probability, weight_of,
 };
 pub use nickname::{are_nicknames, nickname_names};
-pub use record::MatchRecord;
+pub use record::{MatchRecord, Values};
