@@ -44,6 +44,9 @@ pub enum BlockingRule {
     ExternalId,
     /// Records sharing a value of the named custom attribute.
     Attribute(String),
+    /// Records with the same family name key and a shared postcode: a family name typed
+    /// alike at one address area, whatever else was mistyped or left blank.
+    FamilyPostcode,
 }
 
 impl BlockingRule {
@@ -56,6 +59,7 @@ impl BlockingRule {
             BlockingRule::BirthDatePostcode,
             BlockingRule::BirthDateGivenInitial,
             BlockingRule::GivenFamily,
+            BlockingRule::FamilyPostcode,
             BlockingRule::ExternalId,
         ]
     }
@@ -73,6 +77,7 @@ impl BlockingRule {
             BlockingRule::LocalityGivenInitial => "locality+given_initial".into(),
             BlockingRule::ExternalId => "external_id".into(),
             BlockingRule::Attribute(name) => format!("attribute:{name}"),
+            BlockingRule::FamilyPostcode => "family+postcode".into(),
         }
     }
 
@@ -168,6 +173,13 @@ impl BlockingRule {
                 }
             }
             BlockingRule::Attribute(name) => r.attribute(name).iter().for_each(|v| f(v)),
+            BlockingRule::FamilyPostcode => {
+                if let Some(family) = r.family() {
+                    for p in r.postcodes() {
+                        two(&family, &p, f);
+                    }
+                }
+            }
         }
     }
 }
@@ -237,7 +249,14 @@ impl BlockingRule {
             )
             | (BlockingRule::BirthDate, Comparison::BirthDate)
             | (BlockingRule::LocalityGivenInitial, Comparison::Address | Comparison::GivenName)
-            | (BlockingRule::ExternalId, Comparison::ExternalId) => true,
+            | (BlockingRule::ExternalId, Comparison::ExternalId)
+            // Records with one family name at one address are a household whether or not
+            // they are one person, and a household shares its phone: among these pairs phone
+            // agreement says as little about a match as the family name does.
+            | (
+                BlockingRule::FamilyPostcode,
+                Comparison::FamilyName | Comparison::Address | Comparison::Phone,
+            ) => true,
             (BlockingRule::Attribute(a), Comparison::Attribute(b)) => a == b,
             _ => false,
         }
@@ -455,7 +474,9 @@ fn neighbourhood_order(records: &[MatchRecord], x: u32, y: u32) -> std::cmp::Ord
 /// rules that produced it, and counts for each rule the pairs no earlier rule produced.
 fn merge_rule_lists(lists: &[Vec<u64>], reports: &mut [RuleReport]) -> Vec<CandidatePair> {
     let mut heads = vec![0usize; lists.len()];
-    let mut out = Vec::with_capacity(lists.iter().map(Vec::len).max().unwrap_or(0));
+    // At most the sum of the lists; sized once, since doubling a vector of millions of pairs
+    // holds two copies at the peak.
+    let mut out = Vec::with_capacity(lists.iter().map(Vec::len).sum());
     loop {
         let next = lists
             .iter()
