@@ -642,30 +642,34 @@ impl Model {
                 })
             })
             .collect();
-        pairs
-            .iter()
-            .zip(vectors.chunks_exact(k))
-            .filter_map(|(p, v)| {
-                records.get(p.b())?;
-                let own = frequencies.get(p.a() * t..(p.a() + 1) * t)?;
-                let mut w = self.prior_weight();
-                let mut column = 0;
-                for (params, &l) in self.comparisons.iter().zip(v) {
-                    let tf = if params.comparison.has_term_frequency() {
-                        column += 1;
-                        own.get(column - 1).copied().flatten()
-                    } else {
-                        None
-                    };
-                    w += Model::term_weight_with(params, l, tf).0;
-                }
-                Some(ScoredPair {
-                    a: p.a(),
-                    b: p.b(),
-                    score: Score::from_weight(w),
-                })
-            })
-            .collect()
+        // Sized once: growing a vector of millions of pairs by doubling holds two copies.
+        let mut out = Vec::with_capacity(pairs.len());
+        out.extend(
+            pairs
+                .iter()
+                .zip(vectors.chunks_exact(k))
+                .filter_map(|(p, v)| {
+                    records.get(p.b())?;
+                    let own = frequencies.get(p.a() * t..(p.a() + 1) * t)?;
+                    let mut w = self.prior_weight();
+                    let mut column = 0;
+                    for (params, &l) in self.comparisons.iter().zip(v) {
+                        let tf = if params.comparison.has_term_frequency() {
+                            column += 1;
+                            own.get(column - 1).copied().flatten()
+                        } else {
+                            None
+                        };
+                        w += Model::term_weight_with(params, l, tf).0;
+                    }
+                    Some(ScoredPair {
+                        a: p.a(),
+                        b: p.b(),
+                        score: Score::from_weight(w),
+                    })
+                }),
+        );
+        out
     }
 
     /// Refines `m` and `u` with pairs a person has decided on (`true` for the same person).

@@ -36,6 +36,11 @@ const META_MODEL_ID: &str = "dedup_model_id";
 const META_RULES: &str = "dedup_rules";
 /// Candidates from one index lookup beyond which that lookup is skipped (a very common name).
 const MAX_BLOCK: usize = 500;
+/// The same for lookups by name (family name, its phonetic code, the given name as a family
+/// name): each of their candidates must be decoded to see whether it also shares the given
+/// initial, and a name held by more than this many customers is weak evidence of anything.
+/// Batch blocking likewise pairs a record of a large block with its next 4 only.
+const MAX_NAME_BLOCK: usize = 100;
 /// The prior match probability of the untrained model used before any training.
 const UNTRAINED_PRIOR: f64 = 1e-4;
 
@@ -296,38 +301,40 @@ fn rules(b: &impl Backend) -> Result<Vec<BlockingRule>> {
 /// keeps those that share a blocking key).
 fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Result<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
-    let mut add = |ids: Vec<CustomerId>| {
-        if ids.len() <= MAX_BLOCK {
+    let mut add = |ids: Vec<CustomerId>, max: usize| {
+        if ids.len() <= max {
             out.extend(ids.into_iter().map(CustomerId::as_u64));
         }
     };
     let lookup = |index: Index, scan: Scan| super::read::ids(b, &index, &scan);
     for e in &c.emails {
-        add(lookup(Index::Email, Scan::eq(e.match_key()))?);
+        add(lookup(Index::Email, Scan::eq(e.match_key()))?, MAX_BLOCK);
     }
     for p in &c.phones {
-        add(lookup(Index::Phone, Scan::eq(p.e164()))?);
+        add(lookup(Index::Phone, Scan::eq(p.e164()))?, MAX_BLOCK);
     }
     for x in &c.external_ids {
         let key = crate::index::external_id_key(x.system(), x.id());
-        add(b
-            .unique(&key)?
-            .map(CustomerId::from_u64)
-            .into_iter()
-            .collect());
+        add(
+            b.unique(&key)?
+                .map(CustomerId::from_u64)
+                .into_iter()
+                .collect(),
+            MAX_BLOCK,
+        );
     }
     if let Some(n) = &c.name {
         if let Some(f) = n.family() {
-            add(lookup(Index::FamilyPhonetic, Scan::eq(f))?);
-            add(lookup(Index::FamilyName, Scan::eq(f))?);
+            add(lookup(Index::FamilyPhonetic, Scan::eq(f))?, MAX_NAME_BLOCK);
+            add(lookup(Index::FamilyName, Scan::eq(f))?, MAX_NAME_BLOCK);
         }
         // Transposed names: the given name stored as a family name.
         if let Some(g) = n.given() {
-            add(lookup(Index::FamilyName, Scan::eq(g))?);
+            add(lookup(Index::FamilyName, Scan::eq(g))?, MAX_NAME_BLOCK);
         }
     }
     if let Some(d) = c.birth_date {
-        add(lookup(Index::BirthDate, Scan::eq(d))?);
+        add(lookup(Index::BirthDate, Scan::eq(d))?, MAX_BLOCK);
     }
     let schema = b.schema()?;
     for rule in rules {
@@ -346,7 +353,7 @@ fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Resu
                 _ => Vec::new(),
             };
             for v in values {
-                add(lookup(index.clone(), Scan::Eq(v))?);
+                add(lookup(index.clone(), Scan::Eq(v))?, MAX_BLOCK);
             }
         }
     }
