@@ -397,10 +397,12 @@ pub(crate) fn duplicates_of(
         let Some(rec) = b.record(id.as_u64())? else {
             continue;
         };
-        let them = MatchRecord::new(&rec.customer);
+        // Most candidates of a name or birth-date lookup share no key: check on the cheap
+        // view, build the full one only for those that do.
+        let keys_of = MatchRecord::for_blocking(&rec.customer);
         let mut shared = Vec::new();
         for (r, mine) in rules.iter().zip(&my_keys) {
-            r.key_hashes(&them, &mut buf, &mut theirs);
+            r.key_hashes(&keys_of, &mut buf, &mut theirs);
             if theirs.iter().any(|k| mine.binary_search(k).is_ok()) {
                 shared.push(r.name());
             }
@@ -408,6 +410,7 @@ pub(crate) fn duplicates_of(
         if shared.is_empty() {
             continue;
         }
+        let them = MatchRecord::new(&rec.customer);
         let score = model.score(&me, &them);
         if score.probability >= min_probability {
             out.push(Duplicate {
