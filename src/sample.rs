@@ -1,11 +1,12 @@
 //! Realistic synthetic customers for demos, tests and benchmarks.
 //!
-//! [`generate`] returns `n` customers for a seed; [`Generator`] yields the same stream lazily. The
-//! output depends only on the seed: the generator is a SplitMix64 PRNG driving integer-only
-//! sampling (no floating point, no `rand`, no hash-map iteration order), so a seed gives the same
-//! customers on every machine and every run. Values are raw strings as a user would type them
-//! (national or international phone formats, mixed-case emails now and then, diacritics in
-//! names and places); every one passes customerdb's validation.
+//! [`generate`] returns `n` customers for a seed; [`Generator`] yields the same stream lazily;
+//! [`Duplicates`] wraps it with people entered more than once, with known answers, for measuring
+//! duplicate detection. The output depends only on the seed: the generator is a SplitMix64 PRNG
+//! driving integer-only sampling (no floating point, no `rand`, no hash-map iteration order), so a
+//! seed gives the same customers on every machine and every run. Values are raw strings as a user
+//! would type them (national or international phone formats, mixed-case emails now and then,
+//! diacritics in names and places); every one passes customerdb's validation.
 //!
 //! # Distribution
 //! - Countries weighted GB 22%, US 20%, DE 14%, FR 11%, ES 8%, IT 8%, NL 6%, IE 4%, AU 4%, CA 3%.
