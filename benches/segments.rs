@@ -629,8 +629,8 @@ mod raw {
 
 mod sql {
     use super::{
-        Answer, BORN_BEFORE, CACHE_BYTES, CITY, COUNTRY, DAY, Engine, MIN_ORDERS, NOW, PURPOSE,
-        Params, Person, RECENT_DAYS, TAG, Workload,
+        Answer, BORN_BEFORE, CITY, COUNTRY, DAY, Engine, MIN_ORDERS, NOW, PURPOSE, Params, Person,
+        RECENT_DAYS, TAG, Workload,
     };
     use rusqlite::{Connection, params};
 
@@ -725,16 +725,7 @@ mod sql {
     }
 
     pub(super) fn create(dir: &std::path::Path) -> Sql {
-        let conn = Connection::open(dir.join("customers.sqlite")).unwrap();
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};",
-            CACHE_BYTES / 1024
-        ))
-        .unwrap();
+        let conn = super::common::open_sqlite(dir);
         conn.execute_batch(SCHEMA).unwrap();
         Sql { conn }
     }

@@ -1,11 +1,12 @@
 //! Realistic synthetic customers for demos, tests and benchmarks.
 //!
-//! [`generate`] returns `n` customers for a seed; [`Generator`] yields the same stream lazily. The
-//! output depends only on the seed: the generator is a SplitMix64 PRNG driving integer-only
-//! sampling (no floating point, no `rand`, no hash-map iteration order), so a seed gives the same
-//! customers on every machine and every run. Values are raw strings as a user would type them
-//! (national or international phone formats, mixed-case emails now and then, diacritics in
-//! names and places); every one passes customerdb's validation.
+//! [`generate`] returns `n` customers for a seed; [`Generator`] yields the same stream lazily;
+//! [`Duplicates`] wraps it with people entered more than once, with known answers, for measuring
+//! duplicate detection. The output depends only on the seed: the generator is a SplitMix64 PRNG
+//! driving integer-only sampling (no floating point, no `rand`, no hash-map iteration order), so a
+//! seed gives the same customers on every machine and every run. Values are raw strings as a user
+//! would type them (national or international phone formats, mixed-case emails now and then,
+//! diacritics in names and places); every one passes customerdb's validation.
 //!
 //! # Distribution
 //! - Countries weighted GB 22%, US 20%, DE 14%, FR 11%, ES 8%, IT 8%, NL 6%, IE 4%, AU 4%, CA 3%.
@@ -48,6 +49,9 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::OnceLock;
 
 use chrono::NaiveDate;
+
+mod duplicates;
+pub use duplicates::{Duplicates, SampleRecord};
 
 const GIVEN_NAMES: &str = include_str!("sample/given_names.txt");
 const LISTS: &str = include_str!("sample/lists.tsv");
@@ -108,24 +112,39 @@ impl SampleCustomer {
     /// A [`CustomerBuilder`](crate::CustomerBuilder) holding every field of this customer, with
     /// [`phone_country`](Self::phone_country) as the phone's region.
     pub fn to_builder(&self) -> crate::CustomerBuilder {
+        self.builder_of(true)
+    }
+
+    /// The builder, leaving out empty text fields (blanks in a [`SampleRecord`]) and, unless
+    /// `birth_date`, the birth date.
+    fn builder_of(&self, birth_date: bool) -> crate::CustomerBuilder {
+        let filled = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let mut b = crate::Customer::builder()
             .given_name(self.given_name.as_str())
             .family_name(self.family_name.as_str())
-            .email(self.email.as_str())
-            .phone(self.phone.as_str())
             .phone_region(self.phone_country.as_str())
             .address(crate::AddressParts {
-                lines: vec![self.street.clone()],
-                locality: Some(self.locality.clone()),
+                lines: filled(&self.street).into_iter().collect(),
+                locality: filled(&self.locality),
                 region: None,
-                postcode: Some(self.postcode.clone()),
+                postcode: filled(&self.postcode),
                 country: Some(self.country.clone()),
             })
-            .birth_date(self.birth_date)
             .stage(self.stage)
             .owner(self.owner.as_str())
-            .source(self.source.as_str())
-            .external_id(self.external_id.0.as_str(), self.external_id.1.as_str());
+            .source(self.source.as_str());
+        if !self.external_id.1.is_empty() {
+            b = b.external_id(self.external_id.0.as_str(), self.external_id.1.as_str());
+        }
+        if !self.email.is_empty() {
+            b = b.email(self.email.as_str());
+        }
+        if !self.phone.is_empty() {
+            b = b.phone(self.phone.as_str());
+        }
+        if birth_date {
+            b = b.birth_date(self.birth_date);
+        }
         for tag in &self.tags {
             b = b.tag(tag.as_str());
         }

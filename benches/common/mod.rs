@@ -27,6 +27,22 @@ pub fn temp_dir() -> TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
 }
 
+/// A SQLite database `customers.sqlite` in `dir`, in WAL mode (checked) with
+/// `synchronous = NORMAL` and the shared page cache size.
+pub fn open_sqlite(dir: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("customers.sqlite")).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -{};",
+        CACHE_BYTES / 1024
+    ))
+    .unwrap();
+    conn
+}
+
 /// A group with 10 flat samples, a second of warm-up and `measurement_secs` of measurement.
 pub fn configure<'c>(c: &'c mut Criterion, name: &str, measurement_secs: u64) -> Group<'c> {
     let mut group = c.benchmark_group(name);

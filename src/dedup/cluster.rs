@@ -1,7 +1,5 @@
 //! Clustering scored pairs into entities, guarded against chains.
 
-use std::collections::HashMap;
-
 use super::model::ScoredPair;
 
 /// The clustering rule's parameters (see [`cluster`]).
@@ -126,11 +124,7 @@ pub fn cluster(
     settings: &ClusterSettings,
     mut score: impl FnMut(usize, usize) -> f64,
 ) -> Clusters {
-    let known: HashMap<(usize, usize), f64> = pairs
-        .iter()
-        .filter(|p| p.a < n && p.b < n)
-        .map(|p| (key(p.a, p.b), p.score.probability))
-        .collect();
+    let known = Known::new(pairs);
     let mut links: Vec<&ScoredPair> = pairs
         .iter()
         .filter(|p| p.a < n && p.b < n && p.a != p.b && p.score.probability >= settings.threshold)
@@ -146,12 +140,21 @@ pub fn cluster(
         ..ClusterReport::default()
     };
     let mut parent: Vec<usize> = (0..n).collect();
-    let mut members: Vec<Vec<usize>> = (0..n).map(|i| vec![i]).collect();
+    // A record's cluster members, filled in only once it has merged: most records never do,
+    // and a million one-element vectors are 50 MB.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let grown = |members: &mut Vec<Vec<usize>>, root: usize| {
+        if members[root].is_empty() {
+            members[root].push(root);
+        }
+    };
     for link in links {
         let (ra, rb) = (find(&mut parent, link.a), find(&mut parent, link.b));
         if ra == rb {
             continue;
         }
+        grown(&mut members, ra);
+        grown(&mut members, rb);
         let (x, y) = (&members[ra], &members[rb]);
         if x.len() * y.len() > settings.max_cross_pairs {
             report.refused_size += 1;
@@ -160,7 +163,7 @@ pub fn cluster(
         let (mut sum, mut min) = (0.0, f64::INFINITY);
         for &i in x {
             for &j in y {
-                let p = if let Some(&p) = known.get(&key(i, j)) {
+                let p = if let Some(p) = known.get(key(i, j)) {
                     p
                 } else {
                     report.scored_on_demand += 1;
@@ -205,6 +208,43 @@ pub fn cluster(
         labels,
         count,
         report,
+    }
+}
+
+/// The probabilities of the scored pairs by `(low, high)` record index. Pairs as scoring gives
+/// them (candidate order: sorted, low index first) are searched in place, which matters at
+/// millions of pairs; other input is copied and sorted first.
+enum Known<'p> {
+    InPlace(&'p [ScoredPair]),
+    Sorted(Vec<((usize, usize), f64)>),
+}
+
+impl<'p> Known<'p> {
+    fn new(pairs: &'p [ScoredPair]) -> Known<'p> {
+        if pairs.iter().all(|p| p.a < p.b) && pairs.is_sorted_by_key(|p| (p.a, p.b)) {
+            return Known::InPlace(pairs);
+        }
+        let mut sorted: Vec<((usize, usize), f64)> = pairs
+            .iter()
+            .map(|p| (key(p.a, p.b), p.score.probability))
+            .collect();
+        sorted.sort_by_key(|&(k, _)| k);
+        Known::Sorted(sorted)
+    }
+
+    fn get(&self, k: (usize, usize)) -> Option<f64> {
+        match self {
+            Known::InPlace(pairs) => pairs
+                .binary_search_by_key(&k, |p| (p.a, p.b))
+                .ok()
+                .and_then(|i| pairs.get(i))
+                .map(|p| p.score.probability),
+            Known::Sorted(sorted) => sorted
+                .binary_search_by_key(&k, |&(k, _)| k)
+                .ok()
+                .and_then(|i| sorted.get(i))
+                .map(|&(_, p)| p),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MatchRecord;
 use super::jaro::{jaro_winkler, may_reach};
-use super::nickname::are_nicknames;
+use super::nickname::are_nickname_ids;
 use super::record::AddressKey;
 
 /// One field comparison of a model, with graded levels.
@@ -133,23 +133,28 @@ impl Comparison {
             Comparison::GivenName => compare_given(a, b),
             Comparison::FamilyName => compare_family(a, b),
             Comparison::BirthDate => Some(compare_dates(a.birth_digits()?, b.birth_digits()?)),
-            Comparison::Email => best(a.emails(), b.emails(), one_off),
-            Comparison::Phone => best(a.phones(), b.phones(), one_off),
-            Comparison::Address => compare_addresses(a.address_keys(), b.address_keys()),
+            Comparison::Email => best(a.emails(), &b.emails(), one_off),
+            Comparison::Phone => best(a.phones(), &b.phones(), one_off),
+            Comparison::Address => compare_addresses(a.address_keys(), &b.address_keys()),
             Comparison::ExternalId => compare_external(a, b),
-            Comparison::Attribute(name) => best(a.attribute(name), b.attribute(name), one_off),
+            Comparison::Attribute(name) => best(
+                a.attribute(name).iter().map(String::as_str),
+                &b.attribute(name).iter().map(String::as_str),
+                one_off,
+            ),
         }
     }
 
     /// The values this comparison reads from `r`, for an explanation (`-` when missing).
     pub fn values(&self, r: &MatchRecord) -> String {
-        let list = |v: &[String]| {
+        fn list<S: AsRef<str>>(v: impl Iterator<Item = S>) -> String {
+            let v: Vec<S> = v.collect();
             if v.is_empty() {
                 "-".to_owned()
             } else {
-                v.join(", ")
+                v.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", ")
             }
-        };
+        }
         let one = |v: Option<&str>| v.unwrap_or("-").to_owned();
         match self {
             Comparison::GivenName => one(r.given()),
@@ -157,31 +162,21 @@ impl Comparison {
             Comparison::BirthDate => r.birth_date().map_or("-".into(), |d| d.to_string()),
             Comparison::Email => list(r.emails()),
             Comparison::Phone => list(r.phones()),
-            Comparison::Address => {
-                let shown: Vec<String> = r
-                    .address_keys()
-                    .iter()
-                    .map(|k| {
-                        [&k.line, &k.locality, &k.postcode]
-                            .into_iter()
-                            .flatten()
-                            .map(String::as_str)
-                            .collect::<Vec<_>>()
-                            .join(" / ")
-                    })
-                    .collect();
-                list(&shown)
-            }
-            Comparison::ExternalId => {
-                let ids: Vec<String> = r
-                    .external_ids()
-                    .iter()
-                    .map(|(s, i)| format!("{s}:{i}"))
-                    .collect();
-                list(&ids)
-            }
-            Comparison::Attribute(name) => list(r.attribute(name)),
+            Comparison::Address => list(r.address_keys().map(|k| {
+                [k.line, k.locality, k.postcode]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })),
+            Comparison::ExternalId => list(r.external_ids().map(|(s, i)| format!("{s}:{i}"))),
+            Comparison::Attribute(name) => list(r.attribute(name).iter()),
         }
+    }
+
+    /// Whether an exact match is weighted by the value's frequency ([`Comparison::tf_value`]).
+    pub(crate) fn has_term_frequency(&self) -> bool {
+        matches!(self, Comparison::GivenName | Comparison::FamilyName)
     }
 
     /// For a comparison with a term-frequency adjustment, the value whose frequency scales an
@@ -196,10 +191,14 @@ impl Comparison {
 }
 
 /// The best (lowest) level over every pair of values; `None` if either list is empty.
-fn best(a: &[String], b: &[String], level: impl Fn(&str, &str) -> u8) -> Option<u8> {
+fn best<'v>(
+    a: impl Iterator<Item = &'v str>,
+    b: &(impl Iterator<Item = &'v str> + Clone),
+    level: impl Fn(&str, &str) -> u8,
+) -> Option<u8> {
     let mut found: Option<u8> = None;
     for x in a {
-        for y in b {
+        for y in b.clone() {
             let l = level(x, y);
             if l == 0 {
                 return Some(0);
@@ -283,10 +282,14 @@ fn compare_given(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     }
     let single = |s: &str| s.chars().nth(1).is_none();
     let (x1, y1) = (single(x), single(y));
-    if !x1 && !y1 && are_nicknames(x, y) {
+    let nicknames = a
+        .nickname()
+        .zip(b.nickname())
+        .is_some_and(|(left, right)| are_nickname_ids(left, right));
+    if !x1 && !y1 && nicknames {
         return Some(1);
     }
-    let similarity = jaro_winkler(x, y);
+    let similarity = similarity_from(x, y, 0.80);
     if similarity >= 0.92 {
         return Some(2);
     }
@@ -305,7 +308,7 @@ fn compare_family(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     if x == y {
         return Some(0);
     }
-    let similarity = jaro_winkler(x, y);
+    let similarity = similarity_from(x, y, 0.80);
     if similarity >= 0.92 {
         return Some(1);
     }
@@ -314,12 +317,21 @@ fn compare_family(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     }
     let sound = a
         .family_phonetic()
-        .iter()
-        .any(|c| b.family_phonetic().contains(c));
+        .any(|c| b.family_phonetic().any(|d| d == c));
     if sound {
         return Some(3);
     }
     Some(if similarity >= 0.80 { 4 } else { 5 })
+}
+
+/// Jaro-Winkler similarity where it can reach `lowest`, else 0: below the lowest band the
+/// exact value does not matter, and most pairs (random ones, when learning `u`) are there.
+fn similarity_from(x: &str, y: &str, lowest: f64) -> f64 {
+    if may_reach(x, y, lowest) {
+        jaro_winkler(x, y)
+    } else {
+        0.0
+    }
 }
 
 /// Given and family names swapped between the records (each within Jaro-Winkler 0.92).
@@ -352,11 +364,14 @@ fn compare_dates(x: [u8; 8], y: [u8; 8]) -> u8 {
 }
 
 /// The best level over every pair of addresses; `None` when no pair shares a part to compare.
-fn compare_addresses(a: &[AddressKey], b: &[AddressKey]) -> Option<u8> {
+fn compare_addresses<'k>(
+    a: impl Iterator<Item = AddressKey<'k>>,
+    b: &(impl Iterator<Item = AddressKey<'k>> + Clone),
+) -> Option<u8> {
     let mut found: Option<u8> = None;
     for x in a {
-        for y in b {
-            if let Some(l) = address_level(x, y) {
+        for y in b.clone() {
+            if let Some(l) = address_level(&x, &y) {
                 if l == 0 {
                     return Some(0);
                 }
@@ -368,13 +383,13 @@ fn compare_addresses(a: &[AddressKey], b: &[AddressKey]) -> Option<u8> {
 }
 
 /// One pair of addresses; `None` when they have no part in common to compare.
-fn address_level<'k>(x: &'k AddressKey, y: &'k AddressKey) -> Option<u8> {
-    let both = |p: Option<&'k str>, q: Option<&'k str>| p.zip(q);
-    let street =
-        both(x.line.as_deref(), y.line.as_deref()).map(|(p, q)| banded(p, q, &[0.90]) <= 1);
-    let postcode = both(x.postcode.as_deref(), y.postcode.as_deref()).map(|(p, q)| one_off(p, q));
-    let locality =
-        both(x.locality.as_deref(), y.locality.as_deref()).map(|(p, q)| banded(p, q, &[0.88]) <= 1);
+fn address_level(x: &AddressKey<'_>, y: &AddressKey<'_>) -> Option<u8> {
+    let street = x.line.zip(y.line).map(|(p, q)| banded(p, q, &[0.90]) <= 1);
+    let postcode = x.postcode.zip(y.postcode).map(|(p, q)| one_off(p, q));
+    let locality = x
+        .locality
+        .zip(y.locality)
+        .map(|(p, q)| banded(p, q, &[0.88]) <= 1);
     if street.is_none() && postcode.is_none() && locality.is_none() {
         return None;
     }
@@ -398,7 +413,7 @@ fn address_level<'k>(x: &'k AddressKey, y: &'k AddressKey) -> Option<u8> {
 fn compare_external(a: &MatchRecord, b: &MatchRecord) -> Option<u8> {
     let mut found = None;
     for (sa, ia) in a.external_ids() {
-        for (sb, ib) in b.external_ids() {
+        for (sb, ib) in b.external_ids().clone() {
             if sa == sb {
                 if ia == ib {
                     return Some(0);

@@ -49,7 +49,7 @@ mod record;
 
 pub use block::{
     Blocker, BlockingReport, BlockingRule, CandidatePair, Candidates, DEFAULT_MAX_BLOCK_SIZE,
-    MAX_RULES, RuleReport,
+    DEFAULT_WINDOW, MAX_RULES, RuleReport,
 };
 pub use cluster::{ClusterReport, ClusterSettings, Clusters, cluster};
 pub use compare::Comparison;
@@ -60,4 +60,4 @@ pub use model::{
     TrainReport, Training, probability, weight_of,
 };
 pub use nickname::{are_nicknames, nickname_names};
-pub use record::MatchRecord;
+pub use record::{MatchRecord, Values};

@@ -58,8 +58,8 @@ pub const MAX_TERMS: usize = 100_000;
 impl TermFrequencies {
     /// Counts name keys over `records`.
     pub fn count(records: &[MatchRecord]) -> TermFrequencies {
-        let mut given: HashMap<&str, u32> = HashMap::new();
-        let mut family: HashMap<&str, u32> = HashMap::new();
+        let mut given: HashMap<&str, u32, FastHash> = HashMap::default();
+        let mut family: HashMap<&str, u32, FastHash> = HashMap::default();
         for r in records {
             if let Some(g) = r.given() {
                 *given.entry(g).or_default() += 1;
@@ -85,17 +85,46 @@ impl TermFrequencies {
             Comparison::FamilyName => &self.family,
             _ => return None,
         };
+        self.relative(table.get(value).copied())
+    }
+
+    fn relative(&self, count: Option<u32>) -> Option<f64> {
         if self.records == 0 {
             return None;
         }
-        let count = table.get(value).copied().unwrap_or(self.floor).max(1);
+        let count = count.unwrap_or(self.floor).max(1);
         Some(f64::from(count) / self.records as f64)
+    }
+
+    /// Both tables in hash maps, for looking up many values at once.
+    fn lookup_table(&self) -> [HashMap<&str, u32, FastHash>; 2] {
+        fn hashed(t: &BTreeMap<String, u32>) -> HashMap<&str, u32, FastHash> {
+            let mut m: HashMap<&str, u32, FastHash> = HashMap::default();
+            m.extend(t.iter().map(|(k, &v)| (k.as_str(), v)));
+            m
+        }
+        [hashed(&self.given), hashed(&self.family)]
+    }
+
+    /// [`TermFrequencies::frequency`] through a [`TermFrequencies::lookup_table`].
+    fn frequency_in(
+        &self,
+        table: &[HashMap<&str, u32, FastHash>; 2],
+        comparison: &Comparison,
+        value: &str,
+    ) -> Option<f64> {
+        let table = match comparison {
+            Comparison::GivenName => &table[0],
+            Comparison::FamilyName => &table[1],
+            _ => return None,
+        };
+        self.relative(table.get(value).copied())
     }
 }
 
 /// The [`MAX_TERMS`] most frequent values (ties by value, for determinism), and the count
 /// that values left out are given (1 when none is left out).
-fn top_terms(counts: HashMap<&str, u32>) -> (BTreeMap<String, u32>, u32) {
+fn top_terms(counts: HashMap<&str, u32, FastHash>) -> (BTreeMap<String, u32>, u32) {
     let mut all: Vec<(&str, u32)> = counts.into_iter().collect();
     if all.len() <= MAX_TERMS {
         return (all.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), 1);
@@ -595,18 +624,52 @@ impl Model {
         vectors: &[u8],
     ) -> Vec<ScoredPair> {
         let k = self.comparisons.len().max(1);
-        pairs
+        // Each record's name frequencies, looked up once rather than once per pair.
+        let table = self.term_frequencies.lookup_table();
+        let columns: Vec<&Comparison> = self
+            .comparisons
             .iter()
-            .zip(vectors.chunks_exact(k))
-            .filter_map(|(p, v)| {
-                let (ra, rb) = (records.get(p.a())?, records.get(p.b())?);
-                Some(ScoredPair {
-                    a: p.a(),
-                    b: p.b(),
-                    score: Score::from_weight(self.packed_weight(v, ra, rb)),
+            .map(|c| &c.comparison)
+            .filter(|c| c.has_term_frequency())
+            .collect();
+        let t = columns.len();
+        let frequencies: Vec<Option<f64>> = records
+            .iter()
+            .flat_map(|r| {
+                columns.iter().map(|c| {
+                    let value = c.tf_value(r)?;
+                    self.term_frequencies.frequency_in(&table, c, value)
                 })
             })
-            .collect()
+            .collect();
+        // Sized once: growing a vector of millions of pairs by doubling holds two copies.
+        let mut out = Vec::with_capacity(pairs.len());
+        out.extend(
+            pairs
+                .iter()
+                .zip(vectors.chunks_exact(k))
+                .filter_map(|(p, v)| {
+                    records.get(p.b())?;
+                    let own = frequencies.get(p.a() * t..(p.a() + 1) * t)?;
+                    let mut w = self.prior_weight();
+                    let mut column = 0;
+                    for (params, &l) in self.comparisons.iter().zip(v) {
+                        let tf = if params.comparison.has_term_frequency() {
+                            column += 1;
+                            own.get(column - 1).copied().flatten()
+                        } else {
+                            None
+                        };
+                        w += Model::term_weight_with(params, l, tf).0;
+                    }
+                    Some(ScoredPair {
+                        a: p.a(),
+                        b: p.b(),
+                        score: Score::from_weight(w),
+                    })
+                }),
+        );
+        out
     }
 
     /// Refines `m` and `u` with pairs a person has decided on (`true` for the same person).
@@ -679,8 +742,7 @@ impl Model {
 
     /// Packed comparison vectors of `pairs`, concatenated.
     fn comparison_vectors(&self, records: &[MatchRecord], pairs: &[CandidatePair]) -> Vec<u8> {
-        let pairs: Vec<(u32, u32)> = pairs.iter().map(pair_u32).collect();
-        parallel_vectors(self, records, &pairs)
+        parallel_vectors(self, records, pairs)
     }
 
     /// Σ log2(m/u) over a packed vector, without term frequencies (for EM).
@@ -710,14 +772,28 @@ impl Model {
         level: u8,
         a: &MatchRecord,
     ) -> (f64, Option<f64>) {
+        let tf = if level == 0 {
+            params
+                .comparison
+                .tf_value(a)
+                .and_then(|v| self.term_frequencies.frequency(&params.comparison, v))
+        } else {
+            None
+        };
+        Model::term_weight_with(params, level, tf)
+    }
+
+    /// [`Model::term_weight`] with the frequency of the first record's value (if the
+    /// comparison has one) given.
+    fn term_weight_with(
+        params: &ComparisonParams,
+        level: u8,
+        tf: Option<f64>,
+    ) -> (f64, Option<f64>) {
         let Some(p) = params.levels.get(usize::from(level)) else {
             return (0.0, None);
         };
         if level == 0 {
-            let tf = params
-                .comparison
-                .tf_value(a)
-                .and_then(|v| self.term_frequencies.frequency(&params.comparison, v));
             if let Some(f) = tf {
                 return ((p.m / clamp_p(f)).log2(), Some(f));
             }
@@ -762,8 +838,21 @@ fn initial_m(levels: usize) -> Vec<f64> {
     raw.into_iter().map(|m| m / total).collect()
 }
 
-fn pair_u32(p: &CandidatePair) -> (u32, u32) {
-    (p.a() as u32, p.b() as u32)
+/// A pair of record indexes, as the comparison loop reads it.
+trait PairOf: Sync {
+    fn records(&self) -> (usize, usize);
+}
+
+impl PairOf for (u32, u32) {
+    fn records(&self) -> (usize, usize) {
+        (self.0 as usize, self.1 as usize)
+    }
+}
+
+impl PairOf for CandidatePair {
+    fn records(&self) -> (usize, usize) {
+        (self.a(), self.b())
+    }
 }
 
 /// Distinct comparison vectors with their counts, sorted so that EM sums in a fixed order;
@@ -798,13 +887,14 @@ const PARALLEL_MIN: usize = 20_000;
 
 /// Packed comparison vectors of `pairs`, concatenated in order, computed on every core.
 /// A pair naming a record out of range gets an all-missing vector.
-fn parallel_vectors(model: &Model, records: &[MatchRecord], pairs: &[(u32, u32)]) -> Vec<u8> {
+fn parallel_vectors<P: PairOf>(model: &Model, records: &[MatchRecord], pairs: &[P]) -> Vec<u8> {
     let k = model.comparisons.len();
-    let run = |chunk: &[(u32, u32)]| -> Vec<u8> {
+    let run = |chunk: &[P]| -> Vec<u8> {
         let mut out = Vec::with_capacity(chunk.len() * k);
         let mut packed = Vec::with_capacity(k);
-        for &(a, b) in chunk {
-            match (records.get(a as usize), records.get(b as usize)) {
+        for p in chunk {
+            let (a, b) = p.records();
+            match (records.get(a), records.get(b)) {
                 (Some(ra), Some(rb)) => {
                     model.pack(ra, rb, &mut packed);
                     out.extend_from_slice(&packed);

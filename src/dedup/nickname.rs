@@ -111,15 +111,32 @@ pub fn are_nicknames(a: &str, b: &str) -> bool {
     if a == b {
         return true;
     }
+    match (nickname_id(a), nickname_id(b)) {
+        (Some(a), Some(b)) => are_nickname_ids(a, b),
+        _ => false,
+    }
+}
+
+/// A name's id in the embedded list, for [`are_nickname_ids`]; `None` if it is not listed.
+pub(crate) fn nickname_id(name: &str) -> Option<u32> {
+    NICKNAMES.id(name).map(|(id, _)| id)
+}
+
+/// [`are_nicknames`] of two listed names by their ids (no hashing in a comparison loop).
+pub(crate) fn are_nickname_ids(ia: u32, ib: u32) -> bool {
+    if ia == ib {
+        return true;
+    }
     let n = &*NICKNAMES;
-    let (Some((ia, a)), Some((ib, b))) = (n.id(a), n.id(b)) else {
-        return false;
+    let listed = |x: u32| n.listed_by.get(x as usize).map_or(&[][..], Vec::as_slice);
+    let diminutive = |x: u32| {
+        n.diminutive_of
+            .get(x as usize)
+            .map_or(&[][..], Vec::as_slice)
     };
-    let listed = |x: usize| n.listed_by.get(x).map_or(&[][..], Vec::as_slice);
-    let diminutive = |x: usize| n.diminutive_of.get(x).map_or(&[][..], Vec::as_slice);
-    listed(a).binary_search(&ib).is_ok()
-        || listed(b).binary_search(&ia).is_ok()
-        || intersect(diminutive(a), diminutive(b))
+    listed(ia).binary_search(&ib).is_ok()
+        || listed(ib).binary_search(&ia).is_ok()
+        || intersect(diminutive(ia), diminutive(ib))
 }
 
 /// How many distinct names the embedded list knows.

@@ -7,6 +7,8 @@
 //! so they can be undone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -26,10 +28,19 @@ use crate::model::{AttributeValue, Customer, CustomerId, IntoCustomer, Record};
 
 /// Meta key of the trained duplicate model.
 const META_MODEL: &str = "dedup_model";
+/// Meta key of the trained model's identity: a number drawn when it was stored, so that a
+/// reader can tell whether the model it decoded before is still the one stored without
+/// reading the model itself.
+const META_MODEL_ID: &str = "dedup_model_id";
 /// Meta key of the blocking rules the model was trained with.
 const META_RULES: &str = "dedup_rules";
 /// Candidates from one index lookup beyond which that lookup is skipped (a very common name).
 const MAX_BLOCK: usize = 500;
+/// The same for lookups by name (family name, its phonetic code, the given name as a family
+/// name): each of their candidates must be decoded to see whether it also shares the given
+/// initial, and a name held by more than this many customers is weak evidence of anything.
+/// Batch blocking likewise pairs a record of a large block with its next 4 only.
+const MAX_NAME_BLOCK: usize = 100;
 /// The prior match probability of the untrained model used before any training.
 const UNTRAINED_PRIOR: f64 = 1e-4;
 
@@ -198,11 +209,61 @@ fn split_pair(k: &[u8]) -> Result<(CustomerId, CustomerId)> {
 }
 
 /// The stored model, or an untrained one.
-pub(crate) fn model(b: &impl Backend) -> Result<Model> {
-    match b.get_meta(META_MODEL)? {
-        Some(bytes) => codec::decode(&bytes, "duplicate model"),
-        None => Ok(Model::untrained(Comparison::defaults(), UNTRAINED_PRIOR)),
+///
+/// A trained model carries term frequencies for up to 200,000 names, so decoding it costs
+/// milliseconds: more than the whole of a match-on-insert. Decoded models are therefore kept
+/// in a small process-wide cache under their identity ([`META_MODEL_ID`]); a store whose
+/// model has no identity (trained before it existed) decodes it every time.
+pub(crate) fn model(b: &impl Backend) -> Result<Arc<Model>> {
+    let id = b
+        .get_meta(META_MODEL_ID)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes);
+    if let Some(id) = id {
+        if let Some(m) = cached_model(id) {
+            return Ok(m);
+        }
     }
+    let model = Arc::new(match b.get_meta(META_MODEL)? {
+        Some(bytes) => codec::decode(&bytes, "duplicate model")?,
+        None => Model::untrained(Comparison::defaults(), UNTRAINED_PRIOR),
+    });
+    if let Some(id) = id {
+        if let Ok(mut cache) = MODELS.lock() {
+            if cache.len() >= MODEL_CACHE {
+                cache.remove(0);
+            }
+            cache.push((id, Arc::clone(&model)));
+        }
+    }
+    Ok(model)
+}
+
+/// How many decoded models the process keeps (one per store in use, typically).
+const MODEL_CACHE: usize = 4;
+
+/// Decoded models by identity, oldest first.
+static MODELS: Mutex<Vec<(u64, Arc<Model>)>> = Mutex::new(Vec::new());
+
+fn cached_model(id: u64) -> Option<Arc<Model>> {
+    let cache = MODELS.lock().ok()?;
+    cache
+        .iter()
+        .find(|(have, _)| *have == id)
+        .map(|(_, m)| Arc::clone(m))
+}
+
+/// A fresh model identity: the time, this process and a counter, mixed. Only uniqueness
+/// matters (two models under one identity would share a cache entry).
+fn new_model_id() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = nanos
+        ^ u64::from(std::process::id()).rotate_left(32)
+        ^ COUNTER.fetch_add(1, Ordering::Relaxed).rotate_left(48);
+    crate::sample::SplitMix64::new(seed).next_u64()
 }
 
 fn review_entry(b: &impl Backend, a: CustomerId, c: CustomerId) -> Result<Option<ReviewEntry>> {
@@ -240,38 +301,40 @@ fn rules(b: &impl Backend) -> Result<Vec<BlockingRule>> {
 /// keeps those that share a blocking key).
 fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Result<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
-    let mut add = |ids: Vec<CustomerId>| {
-        if ids.len() <= MAX_BLOCK {
+    let mut add = |ids: Vec<CustomerId>, max: usize| {
+        if ids.len() <= max {
             out.extend(ids.into_iter().map(CustomerId::as_u64));
         }
     };
     let lookup = |index: Index, scan: Scan| super::read::ids(b, &index, &scan);
     for e in &c.emails {
-        add(lookup(Index::Email, Scan::eq(e.match_key()))?);
+        add(lookup(Index::Email, Scan::eq(e.match_key()))?, MAX_BLOCK);
     }
     for p in &c.phones {
-        add(lookup(Index::Phone, Scan::eq(p.e164()))?);
+        add(lookup(Index::Phone, Scan::eq(p.e164()))?, MAX_BLOCK);
     }
     for x in &c.external_ids {
         let key = crate::index::external_id_key(x.system(), x.id());
-        add(b
-            .unique(&key)?
-            .map(CustomerId::from_u64)
-            .into_iter()
-            .collect());
+        add(
+            b.unique(&key)?
+                .map(CustomerId::from_u64)
+                .into_iter()
+                .collect(),
+            MAX_BLOCK,
+        );
     }
     if let Some(n) = &c.name {
         if let Some(f) = n.family() {
-            add(lookup(Index::FamilyPhonetic, Scan::eq(f))?);
-            add(lookup(Index::FamilyName, Scan::eq(f))?);
+            add(lookup(Index::FamilyPhonetic, Scan::eq(f))?, MAX_NAME_BLOCK);
+            add(lookup(Index::FamilyName, Scan::eq(f))?, MAX_NAME_BLOCK);
         }
         // Transposed names: the given name stored as a family name.
         if let Some(g) = n.given() {
-            add(lookup(Index::FamilyName, Scan::eq(g))?);
+            add(lookup(Index::FamilyName, Scan::eq(g))?, MAX_NAME_BLOCK);
         }
     }
     if let Some(d) = c.birth_date {
-        add(lookup(Index::BirthDate, Scan::eq(d))?);
+        add(lookup(Index::BirthDate, Scan::eq(d))?, MAX_BLOCK);
     }
     let schema = b.schema()?;
     for rule in rules {
@@ -290,7 +353,7 @@ fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Resu
                 _ => Vec::new(),
             };
             for v in values {
-                add(lookup(index.clone(), Scan::Eq(v))?);
+                add(lookup(index.clone(), Scan::Eq(v))?, MAX_BLOCK);
             }
         }
     }
@@ -309,7 +372,17 @@ pub(crate) fn duplicates_of(
     let model = model(b)?;
     let me = MatchRecord::new(c);
     let rules = rules(b)?;
-    let my_keys: Vec<Vec<String>> = rules.iter().map(|r| r.keys(&me)).collect();
+    // Keys as batch blocking hashes them: the same pairs meet here as there.
+    let mut buf = String::new();
+    let my_keys: Vec<Vec<u64>> = rules
+        .iter()
+        .map(|r| {
+            let mut keys = Vec::new();
+            r.key_hashes(&me, &mut buf, &mut keys);
+            keys
+        })
+        .collect();
+    let mut theirs = Vec::new();
     let mut out = Vec::new();
     for id in candidate_ids(b, c, &rules)? {
         let id = CustomerId::from_u64(id);
@@ -324,16 +397,20 @@ pub(crate) fn duplicates_of(
         let Some(rec) = b.record(id.as_u64())? else {
             continue;
         };
-        let them = MatchRecord::new(&rec.customer);
-        let shared: Vec<String> = rules
-            .iter()
-            .zip(&my_keys)
-            .filter(|(r, mine)| r.keys(&them).iter().any(|k| mine.contains(k)))
-            .map(|(r, _)| r.name())
-            .collect();
+        // Most candidates of a name or birth-date lookup share no key: check on the cheap
+        // view, build the full one only for those that do.
+        let keys_of = MatchRecord::for_blocking(&rec.customer);
+        let mut shared = Vec::new();
+        for (r, mine) in rules.iter().zip(&my_keys) {
+            r.key_hashes(&keys_of, &mut buf, &mut theirs);
+            if theirs.iter().any(|k| mine.binary_search(k).is_ok()) {
+                shared.push(r.name());
+            }
+        }
         if shared.is_empty() {
             continue;
         }
+        let them = MatchRecord::new(&rec.customer);
         let score = model.score(&me, &them);
         if score.probability >= min_probability {
             out.push(Duplicate {
@@ -549,6 +626,7 @@ impl WriteTxn {
             10.0,
         );
         self.put_meta(META_MODEL, &codec::encode(&model)?)?;
+        self.put_meta(META_MODEL_ID, &new_model_id().to_be_bytes())?;
         self.put_meta(
             META_RULES,
             &codec::encode(&matcher.blocker.rules().to_vec())?,
