@@ -446,3 +446,63 @@ fn backup_and_restore_make_a_verified_copy_and_refuse_a_damaged_file() -> Result
     assert_eq!(cli(&["backup", "--db", &db])?.code, 2);
     Ok(())
 }
+
+#[test]
+fn export_subject_erase_and_retention_answer_a_person_and_the_policy() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = imported(dir.path())?;
+    let found: Value =
+        serde_json::from_str(&ok(&["find", "--db", &db, "--email", "grace@example.com"])?)?;
+    let id = found["id"].to_string();
+    let doc = json_lines(&ok(&["export-subject", "--db", &db, &id, "--by", "dpo"])?)?;
+    assert!(doc[0].to_string().contains("grace@example.com"));
+
+    // Suppression needs the key; a dry run changes nothing.
+    assert_eq!(
+        cli(&["erase", "--db", &db, &id, "--reason", "asked", "--suppress"])?.code,
+        2
+    );
+    assert_eq!(cli(&["erase", "--db", &db, &id])?.code, 2);
+    let key = dir.path().join("key");
+    std::fs::write(&key, b"0123456789abcdef0123456789abcdef")?;
+    let tomb = json_lines(&ok(&[
+        "erase",
+        "--db",
+        &db,
+        &id,
+        "--reason",
+        "asked",
+        "--suppress",
+        "--key-file",
+        &path(&key),
+    ])?)?;
+    assert_eq!(tomb[0]["reason"], "asked");
+    assert_eq!(cli(&["export-subject", "--db", &db, &id])?.code, 1);
+    assert_eq!(
+        cli(&["find", "--db", &db, "--email", "grace@example.com"])?.code,
+        1
+    );
+
+    // Nobody has any activity, so every customer is inactive for a day.
+    let args = [
+        "retention",
+        "--db",
+        &db,
+        "--inactive-days",
+        "0",
+        "--anonymise",
+    ];
+    assert_eq!(cli(&args)?.code, 2, "needs --dry-run or --apply");
+    let dry = json_lines(&ok(&[&args[..], &["--dry-run"]].concat())?)?;
+    assert_eq!(dry[0]["dry_run"], true);
+    let anonymised = dry[0]["anonymised"].as_array().map_or(0, Vec::len);
+    assert_eq!(anonymised, 2, "{dry:?}");
+    assert!(ok(&["find", "--db", &db, "--email", "ada@example.com"])?.contains("Ada"));
+    let applied = json_lines(&ok(&[&args[..], &["--apply"]].concat())?)?;
+    assert_eq!(applied[0]["anonymised"], dry[0]["anonymised"]);
+    assert_eq!(
+        cli(&["find", "--db", &db, "--email", "ada@example.com"])?.code,
+        1
+    );
+    Ok(())
+}

@@ -76,6 +76,11 @@ const USAGE: &str = "usage:
   customerdb consent --db PATH ID [--purpose P --channel email|sms|phone|post|any
                    (--grant|--withdraw) --how H [--source S] [--policy VERSION] [--by NAME]]
                    (in force now and every event; records one first if asked)
+  customerdb export-subject --db PATH ID [--by NAME]   (everything held on a person, as JSON;
+                   logged in the access log)
+  customerdb erase --db PATH ID --reason WHY [--suppress --key-file KEY] [--by NAME]
+  customerdb retention --db PATH (--dry-run|--apply) [--inactive-days N [--anonymise]]
+                   [--activity-days N] [--history-days N] [--by NAME]
   customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
   customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
   customerdb verify --db PATH
@@ -182,6 +187,22 @@ struct Args {
     grant: bool,
     /// `--withdraw`: record consent withdrawn.
     withdraw: bool,
+    /// `--reason`: why a customer is erased.
+    reason: Option<String>,
+    /// `--suppress`: keep a keyed hash of an erased customer's email and phone.
+    suppress: bool,
+    /// `--key-file`: the store's secret key (the suppression key), read from a file.
+    key_file: Option<PathBuf>,
+    /// `--apply`: carry out the retention policy (the opposite of `--dry-run`).
+    apply: bool,
+    /// `--inactive-days`: retention of customers with no activity for this many days.
+    inactive_days: Option<i64>,
+    /// `--anonymise`: anonymise inactive customers instead of erasing them.
+    anonymise: bool,
+    /// `--activity-days`: retention purges activities older than this.
+    activity_days: Option<i64>,
+    /// `--history-days`: retention compacts history older than this.
+    history_days: Option<i64>,
     /// `--how`: how consent was collected (form, call, import).
     how: Option<String>,
     /// `--source`: who or what recorded consent.
@@ -234,6 +255,14 @@ fn parse_args() -> Result<Args, CliError> {
             Long("how") => a.how = Some(p.value()?.string()?),
             Long("source") => a.source = Some(p.value()?.string()?),
             Long("policy") => a.policy = Some(p.value()?.string()?),
+            Long("reason") => a.reason = Some(p.value()?.string()?),
+            Long("suppress") => a.suppress = true,
+            Long("key-file") => a.key_file = Some(p.value()?.into()),
+            Long("apply") => a.apply = true,
+            Long("inactive-days") => a.inactive_days = Some(p.value()?.parse()?),
+            Long("anonymise") => a.anonymise = true,
+            Long("activity-days") => a.activity_days = Some(p.value()?.parse()?),
+            Long("history-days") => a.history_days = Some(p.value()?.parse()?),
             Short('h') | Long("help") => return Err(CliError::Usage(String::new())),
             Value(v) if a.command.is_empty() => a.command = v.string()?,
             Value(v) => a.positional.push(v.string()?),
@@ -294,11 +323,35 @@ fn db(a: &Args) -> Result<Store, CliError> {
     if let Some(r) = &a.region {
         b = b.default_region(r);
     }
+    if let Some(k) = &a.key_file {
+        let key = std::fs::read(k).map_err(CliError::Io)?;
+        b = b.suppression_key(key);
+    }
     Ok(if a.command == "import" {
         b.create(path)?
     } else {
         b.open(path)?
     })
+}
+
+/// `find`: the customers with an email, a phone or an external id.
+fn find(a: &Args) -> Result<ExitCode, CliError> {
+    let tx = db(a)?.begin_read()?;
+    let found = if let Some(e) = &a.email {
+        tx.find_by_email(e)?.into_iter().collect()
+    } else if let Some(p) = &a.phone {
+        tx.find_by_phone(p)?
+    } else if let Some(x) = &a.external {
+        let (system, id) = x
+            .split_once(':')
+            .ok_or_else(|| CliError::Usage("--external takes SYSTEM:ID".into()))?;
+        tx.find_by_external_id(system, id)?.into_iter().collect()
+    } else {
+        return Err(CliError::Usage(
+            "find needs --email, --phone or --external".into(),
+        ));
+    };
+    print_found(found)
 }
 
 /// Runs the command.
@@ -327,24 +380,7 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
             let tx = db(a)?.begin_read()?;
             print_lines(&tx.changes(a.since.unwrap_or(0), a.limit.unwrap_or(1000))?)
         }
-        "find" => {
-            let tx = db(a)?.begin_read()?;
-            let found = if let Some(e) = &a.email {
-                tx.find_by_email(e)?.into_iter().collect()
-            } else if let Some(p) = &a.phone {
-                tx.find_by_phone(p)?
-            } else if let Some(x) = &a.external {
-                let (system, id) = x
-                    .split_once(':')
-                    .ok_or_else(|| CliError::Usage("--external takes SYSTEM:ID".into()))?;
-                tx.find_by_external_id(system, id)?.into_iter().collect()
-            } else {
-                return Err(CliError::Usage(
-                    "find needs --email, --phone or --external".into(),
-                ));
-            };
-            print_found(found)
-        }
+        "find" => find(a),
         "verify" => {
             let report = db(a)?.verify()?;
             println!(
@@ -398,6 +434,9 @@ fn run(a: &Args) -> Result<ExitCode, CliError> {
         "unmerge" => merge::unmerge(a),
         "review" => merge::review(a),
         "consent" => privacy::consent(a),
+        "export-subject" => privacy::export_subject(a),
+        "erase" => privacy::erase(a),
+        "retention" => privacy::retention(a),
         "backup" => privacy::backup(a),
         "restore" => privacy::restore(a),
         "" => Err(CliError::Usage(String::new())),

@@ -1,4 +1,4 @@
-//! `consent`, `backup` and `restore`. `consent` shows a customer's consent (in force now, and
+//! `consent`, `export-subject`, `erase`, `retention`, `backup` and `restore`. `consent` shows a customer's consent (in force now, and
 //! every event with its evidence) or records a grant or withdrawal, in one transaction recorded
 //! in history as done by `--by` (or `cli`). `backup` writes an online backup; `restore` makes a
 //! new store from one and verifies it.
@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use chrono::Utc;
-use customerdb::{Channel, Consent, ConsentStatus, Read};
+use chrono::{Duration, Utc};
+use customerdb::{Channel, Consent, ConsentStatus, Inactive, Read, RetentionPolicy, Suppress};
 use serde_json::json;
 
 use crate::{Args, CliError, db, id_arg, print_lines};
@@ -75,6 +75,91 @@ pub(crate) fn consent(a: &Args) -> Result<ExitCode, CliError> {
         "customer": rec.id,
         "in_force": in_force,
         "history": history,
+    })])
+}
+
+/// `export-subject`: prints everything held on a customer as one JSON document, and records
+/// the export in the access log as done by `--by` (or `cli`).
+pub(crate) fn export_subject(a: &Args) -> Result<ExitCode, CliError> {
+    let id = id_arg(a)?;
+    let store = db(a)?;
+    let mut tx = store.begin_write_as(a.by.as_deref().unwrap_or("cli"))?;
+    let doc = tx.subject_access(id)?;
+    tx.commit()?;
+    print_lines(&[doc])
+}
+
+/// `erase`: erases a customer for `--reason`, optionally leaving a suppression entry (which
+/// needs the store's key, `--key-file`), and prints the tombstone.
+pub(crate) fn erase(a: &Args) -> Result<ExitCode, CliError> {
+    let id = id_arg(a)?;
+    let reason = a
+        .reason
+        .as_deref()
+        .ok_or_else(|| CliError::Usage("erase needs --reason WHY".into()))?;
+    if a.suppress && a.key_file.is_none() {
+        return Err(CliError::Usage(
+            "--suppress needs the store's key: --key-file KEY".into(),
+        ));
+    }
+    let store = db(a)?;
+    let mut tx = store.begin_write_as(a.by.as_deref().unwrap_or("cli"))?;
+    let suppress = if a.suppress {
+        Suppress::Yes
+    } else {
+        Suppress::No
+    };
+    let tombstone = tx.erase(id, reason, suppress)?;
+    tx.commit()?;
+    print_lines(&[tombstone])
+}
+
+/// `retention`: applies (or, with `--dry-run`, reports) the retention policy the options
+/// describe, as of now.
+pub(crate) fn retention(a: &Args) -> Result<ExitCode, CliError> {
+    if a.apply == a.dry_run {
+        return Err(CliError::Usage(
+            "retention takes exactly one of --dry-run and --apply".into(),
+        ));
+    }
+    let days = |n: Option<i64>, flag: &str| -> Result<Option<Duration>, CliError> {
+        n.map(|n| {
+            if n < 0 {
+                Err(CliError::Usage(format!("--{flag} must not be negative")))
+            } else {
+                Ok(Duration::days(n))
+            }
+        })
+        .transpose()
+    };
+    let inactive = if a.anonymise {
+        Inactive::Anonymise
+    } else {
+        Inactive::Erase
+    };
+    let policy = RetentionPolicy {
+        inactive_customers: days(a.inactive_days, "inactive-days")?.map(|d| (d, inactive)),
+        activities_older_than: days(a.activity_days, "activity-days")?,
+        history_older_than: days(a.history_days, "history-days")?,
+    };
+    if policy == RetentionPolicy::default() {
+        return Err(CliError::Usage(
+            "retention needs --inactive-days, --activity-days or --history-days".into(),
+        ));
+    }
+    let store = db(a)?;
+    let mut tx = store.begin_write_as(a.by.as_deref().unwrap_or("cli"))?;
+    let report = tx.apply_retention(&policy, Utc::now(), a.dry_run)?;
+    tx.commit()?;
+    print_lines(&[json!({
+        "dry_run": report.dry_run,
+        "erased": report.erased,
+        "anonymised": report.anonymised,
+        "activities_removed": report.activities_removed,
+        "history": {
+            "removed": report.history.removed,
+            "snapshots": report.history.snapshots,
+        },
     })])
 }
 
