@@ -49,7 +49,7 @@ pub mod sample;
 mod store;
 
 pub use error::{Error, ErrorKind, Result};
-pub use index::{Index, Scan, Value};
+pub use index::{Index, Scan, Value, ValueCounts};
 pub use model::{
     Activity, ActivityId, ActivityKind, ActivityRecord, ActivityType, Address, AddressParts,
     AttributeDef, AttributeType, AttributeValue, Channel, Consent, ConsentStatus, CountryCode,

@@ -137,6 +137,44 @@ pub(crate) fn put_decimal(out: &mut Vec<u8>, v: Decimal) {
     }
 }
 
+/// Reads a decimal written by [`put_decimal`], returning it and the rest of the input.
+pub(crate) fn take_decimal(input: &[u8]) -> Option<(Decimal, &[u8])> {
+    let (&class, rest) = input.split_first()?;
+    if class == DEC_ZERO {
+        return Some((Decimal::ZERO, rest));
+    }
+    let negative = match class {
+        DEC_POS => false,
+        DEC_NEG => true,
+        _ => return None,
+    };
+    let flip = |b: u8| if negative { !b } else { b };
+    let (exp, rest) = rest.split_first_chunk::<2>()?;
+    let exp = (u16::from_be_bytes([flip(exp[0]), flip(exp[1])]) ^ (1 << 15)).cast_signed();
+    let end = if negative { 0xFF } else { 0x00 };
+    let at = rest.iter().position(|&b| b == end)?;
+    let mut digits = String::with_capacity(at + 1);
+    if negative {
+        digits.push('-');
+    }
+    for &b in &rest[..at] {
+        let d = flip(b).checked_sub(1).filter(|d| *d <= 9)?;
+        digits.push(char::from(b'0' + d));
+    }
+    // value = 0.d1...dn × 10^exp = d1...dn × 10^(exp - n)
+    let n = i32::try_from(at).ok()?;
+    let shift = i32::from(exp) - n;
+    let mantissa: Decimal = digits.parse().ok()?;
+    let value = if shift >= 0 {
+        (0..shift).try_fold(mantissa, |v, _| v.checked_mul(Decimal::TEN))?
+    } else {
+        let mut v = mantissa;
+        v.set_scale(u32::try_from(-shift).ok()?).ok()?;
+        v
+    };
+    Some((value, &rest[at + 1..]))
+}
+
 /// Skips a decimal written by [`put_decimal`], returning the rest of the input.
 #[cfg(test)]
 pub(crate) fn skip_decimal(input: &[u8]) -> Option<&[u8]> {
@@ -181,6 +219,19 @@ mod tests {
         let mut v = Vec::new();
         put_decimal(&mut v, s.parse().unwrap());
         v
+    }
+
+    #[test]
+    fn decimals_read_back_as_written() {
+        for text in ["0", "1.5", "-1.5", "100", "-0.001", "123456.789", "-98000"] {
+            let d: Decimal = text.parse().unwrap();
+            let mut out = Vec::new();
+            put_decimal(&mut out, d);
+            out.push(7);
+            let (back, rest) = take_decimal(&out).unwrap();
+            assert_eq!((back, rest), (d, &[7][..]), "{text}");
+        }
+        assert!(take_decimal(&[DEC_POS, 0x80, 0x01, 0x0B, 0x00]).is_none());
     }
 
     #[test]

@@ -657,6 +657,32 @@ pub(crate) fn split_posting(k: &[u8]) -> Option<(u16, u64)> {
     Some((u16::from_be_bytes(*tag), u64::from_be_bytes(*id)))
 }
 
+/// How many customers have each value of an index ([`crate::Read::value_counts`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ValueCounts {
+    /// Each value the index holds, in index order, with how many customers have it.
+    pub values: Vec<(Value, u64)>,
+    /// How many customers have at least one value (a customer with several, such as tags, is
+    /// counted once here and once per value above).
+    pub customers: u64,
+}
+
+/// The value of the value part of an index key (`tag ++ value`, without the id).
+pub(crate) fn key_value(k: &[u8], schema: &Schema) -> Option<Value> {
+    let (tag, body) = k.split_first_chunk::<2>()?;
+    let kind = Index::from_tag(u16::from_be_bytes(*tag), schema)?
+        .value_kind(schema)
+        .ok()?;
+    Some(match kind {
+        AttributeType::Text | AttributeType::TextList => Value::Text(key::take_text(body)?.0),
+        AttributeType::Integer => Value::Integer(key::take_i64(body)?.0),
+        AttributeType::Decimal => Value::Decimal(key::take_decimal(body)?.0),
+        AttributeType::Boolean => Value::Boolean(*body.first()? != 0),
+        AttributeType::Date => Value::Date(key::take_date(body)?.0),
+        AttributeType::Timestamp => Value::Timestamp(key::take_timestamp(body)?.0),
+    })
+}
+
 /// A readable form of the value part of an index key (`tag ++ value`), for reports.
 pub(crate) fn describe_key(k: &[u8], schema: &Schema) -> String {
     let Some((tag, body)) = k.split_first_chunk::<2>() else {

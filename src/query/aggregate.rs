@@ -10,6 +10,7 @@ use super::eval::{self, Val};
 use super::exec::{Source, visit};
 use super::{Field, Query};
 use crate::error::{Error, ErrorKind, Result};
+use crate::index::Index;
 use crate::model::{AttributeType, CustomerId, Metrics, Record};
 use crate::normalize::Reason;
 
@@ -196,6 +197,11 @@ impl Query {
         if let Some(f) = measure {
             check_numeric(tx, f)?;
         }
+        if measure.is_none() && self.filter == super::Filter::all() {
+            if let Some(groups) = counted_groups(tx, by)? {
+                return Ok(groups);
+            }
+        }
         let metrics = by.is_metric() || measure.is_some_and(Field::is_metric);
         let mut groups: BTreeMap<Option<String>, Summary> = BTreeMap::new();
         visit(self, tx, metrics, &mut |rec, m, now| {
@@ -299,6 +305,44 @@ impl Query {
             })
             .collect())
     }
+}
+
+/// The groups of every customer by `by`, counted from the store's value counts without
+/// reading a record, for fields whose index holds the value as grouping shows it; `None` for
+/// other fields.
+fn counted_groups<S: Source + ?Sized>(tx: &S, by: &Field) -> Result<Option<Vec<Group>>> {
+    let index = match by {
+        Field::Country => Index::Country,
+        Field::Tag => Index::Tag,
+        Field::Stage => Index::Stage,
+        Field::Owner => Index::Owner,
+        Field::Locality => Index::Locality,
+        Field::Postcode => Index::Postcode,
+        _ => return Ok(None),
+    };
+    let counts = tx.value_counts(&index)?;
+    let group = |key, customers| Group {
+        key,
+        summary: Summary {
+            customers,
+            ..Summary::default()
+        },
+    };
+    let without = tx.count()?.saturating_sub(counts.customers);
+    let mut groups: Vec<Group> = (without > 0)
+        .then(|| group(None, without))
+        .into_iter()
+        .collect();
+    let mut valued = Vec::with_capacity(counts.values.len());
+    for (value, n) in counts.values {
+        let crate::index::Value::Text(key) = value else {
+            return Ok(None);
+        };
+        valued.push(group(Some(key), n));
+    }
+    valued.sort_by(|a, b| a.key.cmp(&b.key));
+    groups.extend(valued);
+    Ok(Some(groups))
 }
 
 #[cfg(test)]

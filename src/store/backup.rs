@@ -780,6 +780,8 @@ fn catch_up(target: &redb::Database, src: &ReadTxn) -> Result<CatchUp> {
         Table::Tombstones,
         Table::Suppressed,
         Table::AccessLog,
+        // Postings were moved above without counting; the copy now holds the source's.
+        Table::ValueCounts,
     ] {
         replace_all(&w, t.def(), src.raw_table(t)?)?;
     }

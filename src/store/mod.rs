@@ -79,10 +79,14 @@ pub(crate) enum Table {
     Suppressed,
     /// `entry number -> codec(AccessEntry)`: subject exports and erasures, who and when.
     AccessLog,
+    /// `tag ++ value -> u64 (big-endian)`: how many postings each index value has, kept in the
+    /// transaction that changes the postings. The planner's statistics and count-only
+    /// group-bys read it instead of the postings.
+    ValueCounts,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 13] = [
+    pub(crate) const ALL: [Table; 14] = [
         Table::Activities,
         Table::ActivityIds,
         Table::ActivityTime,
@@ -96,6 +100,7 @@ impl Table {
         Table::Tombstones,
         Table::Suppressed,
         Table::AccessLog,
+        Table::ValueCounts,
     ];
 
     pub(crate) fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -118,6 +123,7 @@ impl Table {
             Table::Tombstones => "tombstones",
             Table::Suppressed => "suppressed",
             Table::AccessLog => "access_log",
+            Table::ValueCounts => "value_counts",
         }
     }
 }
@@ -127,6 +133,9 @@ pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_NEXT_ACTIVITY: &str = "next_activity";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 pub(crate) const META_SCHEMA: &str = "schema";
+/// Present once [`Table::ValueCounts`] agrees with the postings (stores made before it existed
+/// have it built on open).
+pub(crate) const META_VALUE_COUNTS: &str = "value_counts";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
@@ -401,8 +410,19 @@ impl Store {
                         .map_err(storage)?;
                     meta.insert(META_SCHEMA, codec::encode(&Schema::default())?.as_slice())
                         .map_err(storage)?;
+                    meta.insert(META_VALUE_COUNTS, [].as_slice())
+                        .map_err(storage)?;
                 }
-                Some([v]) if *v == codec::FORMAT_VERSION => {}
+                Some([v]) if *v == codec::FORMAT_VERSION => {
+                    if meta.get(META_VALUE_COUNTS).map_err(storage)?.is_none() {
+                        let postings = txn.open_table(POSTINGS).map_err(storage)?;
+                        let mut counts =
+                            txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
+                        write::rebuild_value_counts(&postings, &mut counts)?;
+                        meta.insert(META_VALUE_COUNTS, [].as_slice())
+                            .map_err(storage)?;
+                    }
+                }
                 Some([v]) => {
                     return Err(Error::new(ErrorKind::FormatVersion {
                         found: *v,

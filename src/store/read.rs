@@ -156,6 +156,28 @@ pub trait Read: sealed::Sealed {
     /// How many customers there are.
     fn count(&self) -> Result<u64>;
 
+    /// How many customers have each value of `index`, and how many have any value, read from
+    /// counts the store keeps in every write transaction: no record or index entry is read.
+    ///
+    /// ```
+    /// use customerdb::{Customer, Index, Read, Store, Value};
+    /// let store = Store::in_memory()?;
+    /// let mut tx = store.begin_write()?;
+    /// tx.insert(Customer::builder().name("Ada Lovelace").tag("vip").tag("gold"))?;
+    /// tx.insert(Customer::builder().name("Grace Hopper").tag("vip"))?;
+    /// tx.insert(Customer::builder().name("Alan Turing"))?;
+    /// let tags = tx.value_counts(&Index::Tag)?;
+    /// assert_eq!(tags.values, [(Value::from("gold"), 1), (Value::from("vip"), 2)]);
+    /// assert_eq!(tags.customers, 2);
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`crate::ErrorKind::UnknownAttribute`] for an attribute that is not indexed;
+    /// [`crate::ErrorKind::Invalid`] (field `index`) for a unique index (email, external id),
+    /// whose every value belongs to one customer.
+    fn value_counts(&self, index: &Index) -> Result<crate::index::ValueCounts>;
+
     /// The custom attribute schema.
     fn schema(&self) -> Result<Schema>;
 
@@ -421,6 +443,9 @@ macro_rules! impl_read {
             }
             fn count(&self) -> Result<u64> {
                 $crate::store::read::Backend::record_count(self)
+            }
+            fn value_counts(&self, index: &Index) -> Result<$crate::index::ValueCounts> {
+                $crate::store::read::value_counts(self, index)
             }
             fn schema(&self) -> Result<Schema> {
                 Ok((*$crate::store::read::Backend::schema(self)?).clone())
@@ -904,4 +929,36 @@ impl DoubleEndedIterator for Customers {
                 .and_then(|(k, v)| decode_record(k.value(), v.value())),
         )
     }
+}
+
+/// [`Read::value_counts`].
+pub(crate) fn value_counts(b: &impl Backend, index: &Index) -> Result<index::ValueCounts> {
+    let schema = b.schema()?;
+    let tag = index.tag(&schema)?;
+    let mut out = index::ValueCounts::default();
+    let bad = || Error::corrupted("value counts", "a value that does not decode");
+    if index.is_unique() {
+        return Err(Error::invalid(
+            "index",
+            index.name(),
+            crate::normalize::Reason::Malformed,
+        ));
+    }
+    let prefix = tag.to_be_bytes();
+    let end = crate::index::key::prefix_end(&prefix);
+    let range = (
+        Bound::Included(prefix.as_slice()),
+        end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    b.scan_raw(Table::ValueCounts, range, false, &mut |k, v| {
+        let n = super::write::decode_count(v)?;
+        if k.len() == 2 {
+            out.customers = n;
+        } else {
+            out.values
+                .push((index::key_value(k, &schema).ok_or_else(bad)?, n));
+        }
+        Ok(true)
+    })?;
+    Ok(out)
 }

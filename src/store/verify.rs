@@ -5,7 +5,7 @@
 //! keys are unique, so equal counts mean no extra entries exist. Only when the counts differ is
 //! every entry read to name the ones no record accounts for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
@@ -93,6 +93,17 @@ pub enum Problem {
         /// What is wrong.
         what: &'static str,
     },
+    /// An index value's stored posting count differs from its postings.
+    WrongCount {
+        /// The index.
+        index: String,
+        /// The value, readable.
+        value: String,
+        /// The count stored (0: none).
+        stored: u64,
+        /// The postings it has.
+        actual: u64,
+    },
     /// A counter (`next_seq`, `next_activity`) is not above every number it has handed out.
     CounterBehind {
         /// Which counter.
@@ -130,6 +141,50 @@ fn index_name(tag: u16, schema: &Schema) -> String {
 
 fn tag_of(key: &[u8]) -> u16 {
     key.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
+}
+
+/// Checks the value counts against the postings: per index value, its postings; per index
+/// (a key of the tag alone), the customers with any value.
+fn check_counts(tx: &ReadTxn, schema: &Schema, report: &mut VerifyReport) -> Result<()> {
+    let mut actual: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    let mut presence: BTreeMap<u16, HashSet<u64>> = BTreeMap::new();
+    for item in tx.raw_postings()?.iter().map_err(storage)? {
+        let (k, _) = item.map_err(storage)?;
+        *actual
+            .entry(super::write::posting_value(k.value()).to_vec())
+            .or_default() += 1;
+        if let Some((tag, id)) = index::split_posting(k.value()) {
+            presence.entry(tag).or_default().insert(id);
+        }
+    }
+    for (tag, ids) in presence {
+        actual.insert(tag.to_be_bytes().to_vec(), ids.len() as u64);
+    }
+    let mut stored: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
+    for item in tx.raw_table(Table::ValueCounts)?.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        stored.insert(k.value().to_vec(), super::write::decode_count(v.value())?);
+    }
+    let keys: std::collections::BTreeSet<&Vec<u8>> = actual.keys().chain(stored.keys()).collect();
+    for key in keys {
+        let (s, a) = (
+            stored.get(key).copied().unwrap_or(0),
+            actual.get(key).copied().unwrap_or(0),
+        );
+        if s != a {
+            report.problems.push(Problem::WrongCount {
+                index: index_name(tag_of(key), schema),
+                value: if key.len() == 2 {
+                    "(customers with any value)".to_owned()
+                } else {
+                    index::describe_key(key, schema)
+                },
+                stored: s,
+                actual: a,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Checks every record's expected entries; returns how many postings and unique entries were
@@ -409,6 +464,7 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
             .problems
             .push(Problem::NextIdBehind { next_id, max_id });
     }
+    check_counts(tx, &schema, &mut report)?;
     let max_activity = check_timeline(tx, rates, &mut report)?;
     let max_seq = check_history(tx, &mut report)?;
     for (counter, key, max) in [

@@ -82,6 +82,8 @@ struct Buffers {
     /// Posting changes in the order made; sorted (stably, so the last change to a key wins)
     /// when applied. Nothing reads postings without applying them first.
     postings: Vec<(Vec<u8>, bool)>,
+    /// Per index tag, the change in how many customers have any value for it.
+    presence: BTreeMap<u16, i64>,
     uniques: BTreeMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
     raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()],
@@ -94,6 +96,7 @@ impl Buffers {
     fn len(&self) -> usize {
         self.records.len()
             + self.postings.len()
+            + self.presence.len()
             + self.uniques.len()
             + self.raw.iter().map(BTreeMap::len).sum::<usize>()
             + self.changes.len()
@@ -512,20 +515,24 @@ impl WriteTxn {
     fn build_attribute_index(&mut self, name: &str, slot: u16) -> Result<()> {
         self.flush()?;
         let mut added = Vec::new();
+        let mut with_value = 0;
         {
             let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
             for item in customers.iter().map_err(storage)? {
                 let (k, v) = item.map_err(storage)?;
                 let rec = decode_record(k.value(), v.value())?;
                 if let Some(value) = rec.customer.attributes.get(name) {
+                    let before = added.len();
                     index::attribute_postings(k.value(), slot, value, &mut added);
+                    with_value += i64::from(added.len() > before);
                 }
             }
         }
-        self.buf
-            .borrow_mut()
-            .postings
-            .extend(added.into_iter().map(|k| (k, true)));
+        let mut buf = self.buf.borrow_mut();
+        buf.postings.extend(added.into_iter().map(|k| (k, true)));
+        if with_value > 0 {
+            *buf.presence.entry(slot).or_default() += with_value;
+        }
         Ok(())
     }
 
@@ -559,7 +566,9 @@ impl WriteTxn {
         {
             let mut buf = self.buf.borrow_mut();
             buf.records.insert(id.as_u64(), bytes);
+            let buf = &mut *buf;
             stage_posting_diff(&mut buf.postings, &old.postings, &new.postings);
+            stage_presence(&mut buf.presence, &old.postings, &new.postings);
             for u in &old.uniques {
                 if !new.uniques.iter().any(|nu| nu.key == u.key) {
                     buf.uniques.insert(u.key.clone(), None);
@@ -580,7 +589,9 @@ impl WriteTxn {
     pub(super) fn stage_postings(&self, old: &[Vec<u8>], new: &[Vec<u8>]) -> Result<()> {
         let full = {
             let mut buf = self.buf.borrow_mut();
+            let buf = &mut *buf;
             stage_posting_diff(&mut buf.postings, old, new);
+            stage_presence(&mut buf.presence, old, new);
             buf.len() >= FLUSH_THRESHOLD
         };
         if full { self.flush() } else { Ok(()) }
@@ -624,6 +635,8 @@ impl WriteTxn {
                 };
             }
         }
+        // Each index value's change in postings, in key order (postings are sorted).
+        let mut deltas: Vec<(Vec<u8>, i64)> = Vec::new();
         {
             let mut postings = self.txn.open_table(POSTINGS).map_err(storage)?;
             let mut i = 0;
@@ -639,11 +652,36 @@ impl WriteTxn {
                 }
                 let (k, insert) = &b.postings[last];
                 i = last + 1;
-                if *insert {
-                    postings.insert(k.as_slice(), ()).map_err(storage)?;
+                let changed = if *insert {
+                    postings
+                        .insert(k.as_slice(), ())
+                        .map_err(storage)?
+                        .is_none()
                 } else {
-                    postings.remove(k.as_slice()).map_err(storage)?;
+                    postings.remove(k.as_slice()).map_err(storage)?.is_some()
+                };
+                if changed {
+                    let value = posting_value(k);
+                    let step = if *insert { 1 } else { -1 };
+                    match deltas.last_mut() {
+                        Some((last, sum)) if last.as_slice() == value => *sum += step,
+                        _ => deltas.push((value.to_vec(), step)),
+                    }
                 }
+            }
+        }
+        for (tag, delta) in std::mem::take(&mut b.presence) {
+            if delta != 0 {
+                deltas.push((tag.to_be_bytes().to_vec(), delta));
+            }
+        }
+        if !deltas.is_empty() {
+            let mut counts = self
+                .txn
+                .open_table(Table::ValueCounts.def())
+                .map_err(storage)?;
+            for (value, delta) in deltas {
+                add_count(&mut counts, &value, delta)?;
             }
         }
         {
@@ -844,4 +882,105 @@ fn stage_posting_diff(out: &mut Vec<(Vec<u8>, bool)>, old: &[Vec<u8>], new: &[Ve
             _ => break,
         }
     }
+}
+
+/// Stages, per index tag, whether a customer whose postings go from `old` to `new` (both
+/// sorted, so grouped by tag) gained or lost every value of it.
+fn stage_presence(out: &mut BTreeMap<u16, i64>, old: &[Vec<u8>], new: &[Vec<u8>]) {
+    let tags = |p: &[Vec<u8>]| -> Vec<u16> {
+        let mut t: Vec<u16> = p
+            .iter()
+            .filter_map(|k| k.first_chunk::<2>().map(|t| u16::from_be_bytes(*t)))
+            .collect();
+        t.dedup();
+        t
+    };
+    let (old, new) = (tags(old), tags(new));
+    for t in &old {
+        if !new.contains(t) {
+            *out.entry(*t).or_default() -= 1;
+        }
+    }
+    for t in &new {
+        if !old.contains(t) {
+            *out.entry(*t).or_default() += 1;
+        }
+    }
+}
+
+/// The index value (`tag ++ value`) of a posting key: the key without its id.
+pub(crate) fn posting_value(k: &[u8]) -> &[u8] {
+    &k[..k.len().saturating_sub(8)]
+}
+
+/// Adds `delta` to the count of `value`, removing the entry when it reaches zero.
+fn add_count(
+    counts: &mut redb::Table<&'static [u8], &'static [u8]>,
+    value: &[u8],
+    delta: i64,
+) -> Result<()> {
+    let old = match counts.get(value).map_err(storage)? {
+        Some(v) => decode_count(v.value())?,
+        None => 0,
+    };
+    let new = old
+        .checked_add_signed(delta)
+        .ok_or_else(|| crate::Error::corrupted("value counts", "a count would fall below zero"))?;
+    if new == 0 {
+        counts.remove(value).map_err(storage)?;
+        Ok(())
+    } else {
+        put_count(counts, value, new)
+    }
+}
+
+/// A stored count.
+pub(crate) fn decode_count(bytes: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| crate::Error::corrupted("value count", "not 8 bytes"))
+}
+
+/// Rewrites `counts` from `postings` (for a store made before counts were kept).
+pub(crate) fn rebuild_value_counts(
+    postings: &impl redb::ReadableTable<&'static [u8], ()>,
+    counts: &mut redb::Table<&'static [u8], &'static [u8]>,
+) -> Result<()> {
+    counts.retain(|_, _| false).map_err(storage)?;
+    let mut presence: BTreeMap<u16, std::collections::HashSet<u64>> = BTreeMap::new();
+    let mut current: Option<(Vec<u8>, u64)> = None;
+    for item in postings.iter().map_err(storage)? {
+        let (k, ()) = item.map_err(storage).map(|(k, v)| (k, v.value()))?;
+        if let Some((tag, id)) = index::split_posting(k.value()) {
+            presence.entry(tag).or_default().insert(id);
+        }
+        let value = posting_value(k.value());
+        match &mut current {
+            Some((v, n)) if v.as_slice() == value => *n += 1,
+            _ => {
+                if let Some(done) = current.take() {
+                    put_count(counts, &done.0, done.1)?;
+                }
+                current = Some((value.to_vec(), 1));
+            }
+        }
+    }
+    if let Some(done) = current {
+        put_count(counts, &done.0, done.1)?;
+    }
+    for (tag, ids) in presence {
+        put_count(counts, &tag.to_be_bytes(), ids.len() as u64)?;
+    }
+    Ok(())
+}
+
+fn put_count(
+    counts: &mut redb::Table<&'static [u8], &'static [u8]>,
+    value: &[u8],
+    n: u64,
+) -> Result<()> {
+    counts
+        .insert(value, n.to_be_bytes().as_slice())
+        .map_err(storage)?;
+    Ok(())
 }

@@ -8,6 +8,7 @@ const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers")
 const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
 const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("uniques");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VALUE_COUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("value_counts");
 
 /// A store file with three customers, closed.
 fn seeded() -> Result<(tempfile::TempDir, std::path::PathBuf)> {
@@ -217,5 +218,49 @@ fn a_corrupted_record_is_an_error_on_read_not_a_panic() -> Result<()> {
     assert!(matches!(err.kind(), ErrorKind::Corrupted { .. }));
     let results: Vec<_> = tx.customers()?.collect();
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_wrong_value_count_and_a_store_without_counts_gets_them_on_open() -> Result<()> {
+    let p = plant(|txn| {
+        let k = first_posting(txn);
+        let value = &k[..k.len() - 8];
+        txn.open_table(VALUE_COUNTS)
+            .unwrap()
+            .insert(value, 7u64.to_be_bytes().as_slice())
+            .unwrap();
+    })?;
+    assert!(
+        p.iter().any(|p| matches!(
+            p,
+            Problem::WrongCount {
+                stored: 7,
+                actual: 1,
+                ..
+            }
+        )),
+        "{p:?}"
+    );
+    // A store written before counts were kept: no counts and no marker. Opening builds them.
+    let (_dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(VALUE_COUNTS)
+            .unwrap()
+            .retain(|_, _| false)
+            .unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove("value_counts")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    assert!(store.verify()?.is_clean());
+    let tags = store.begin_read()?.value_counts(&customerdb::Index::Tag)?;
+    assert_eq!(tags.values.len(), 1);
+    assert_eq!((tags.values[0].1, tags.customers), (3, 3));
     Ok(())
 }
