@@ -16,9 +16,24 @@ use crate::model::{CustomerId, Metrics, Record};
 use crate::store::{Read, ReadTxn, WriteTxn};
 
 mod sealed {
-    pub trait Sealed {}
-    impl Sealed for crate::store::ReadTxn {}
-    impl Sealed for crate::store::WriteTxn {}
+    use crate::error::Result;
+    use crate::index::{Index, Scan};
+
+    pub trait Sealed {
+        /// The postings a scan reads, from the store's value counts; `None` if unknown or past
+        /// `cap` values (see `store::read::counted`).
+        fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>>;
+    }
+    impl Sealed for crate::store::ReadTxn {
+        fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>> {
+            crate::store::counted(self, index, scan, cap)
+        }
+    }
+    impl Sealed for crate::store::WriteTxn {
+        fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>> {
+            crate::store::counted(self, index, scan, cap)
+        }
+    }
 }
 
 /// A transaction a query can run in: [`ReadTxn`] (a snapshot) or [`WriteTxn`] (which sees

@@ -1,12 +1,14 @@
 //! The planner: which parts of a filter to answer from indexes (as sorted id sets, intersected,
 //! united and complemented), which to check on decoded records, and when to scan instead.
 //!
-//! Index statistics are not kept by the store, and counting a key range costs as much as
-//! reading it, so estimates start from fixed selectivities per index and operator (the System R
-//! defaults: a third for an open range, and a typical share per value for each index), scaled
-//! by the number of customers. Conjunctions are then planned adaptively: the cheapest-looking
-//! index is read first, and each further one is read only if reading it costs less than
-//! checking its test on the candidates already found (whose number is now known exactly).
+//! Estimates come from the store's value counts (kept in every write transaction): a scan's
+//! share of customers is the postings of the values it spans, summed from the counts when it
+//! spans at most a few hundred values. Wider scans, and unique indexes, keep fixed priors per
+//! index and operator (the System R defaults: a third for an open range, and a typical share
+//! per value for each index), scaled by the number of customers. Conjunctions are then planned
+//! adaptively: the cheapest-looking index is read first, and each further one is read only if
+//! reading it costs less than checking its test on the candidates already found (whose number
+//! is now known exactly).
 //! Every set the planner produces is exact, so the answer is the one a full scan gives.
 
 use std::fmt;
@@ -252,8 +254,55 @@ impl fmt::Display for Explain {
 // ---------------------------------------------------------------------------------------------
 // Estimates
 
-/// The share of customers one scan of `index` is expected to yield.
-fn scan_fraction(index: &Index, scan: &Scan, n: f64) -> f64 {
+/// Values a scan may span for its count to be summed when planning; wider scans keep the prior.
+const COUNTED_VALUES: usize = 256;
+
+/// The shares of customers the scans of one filter yield, counted from the store's value
+/// counts before planning; scans it does not know keep the priors of [`scan_fraction`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stats {
+    known: std::collections::HashMap<String, f64>,
+}
+
+impl Stats {
+    fn key(index: &Index, scan: &Scan) -> String {
+        format!("{index:?}|{scan:?}")
+    }
+
+    fn get(&self, index: &Index, scan: &Scan) -> Option<f64> {
+        self.known.get(&Stats::key(index, scan)).copied()
+    }
+
+    /// Counts every indexed scan of `node` that is not yet known.
+    fn gather<S: Source + ?Sized>(&mut self, tx: &S, node: &Node, n: f64) -> Result<()> {
+        match node {
+            Node::Leaf(leaf) => {
+                let Some(u) = &leaf.index else { return Ok(()) };
+                for scan in &u.scans {
+                    let key = Stats::key(&u.index, scan);
+                    if self.known.contains_key(&key) || n <= 0.0 {
+                        continue;
+                    }
+                    if let Some(count) = tx.counted(&u.index, scan, COUNTED_VALUES)? {
+                        #[allow(clippy::cast_precision_loss)] // a share, not an exact count
+                        self.known.insert(key, (count as f64 / n).min(1.0));
+                    }
+                }
+                Ok(())
+            }
+            Node::And(ns) | Node::Or(ns) => ns.iter().try_for_each(|c| self.gather(tx, c, n)),
+            Node::Not(c) => self.gather(tx, c, n),
+            Node::Const(_) | Node::Consent { .. } => Ok(()),
+        }
+    }
+}
+
+/// The share of customers one scan of `index` is expected to yield: counted ([`Stats`]) when
+/// known, else a prior.
+fn scan_fraction(index: &Index, scan: &Scan, n: f64, st: &Stats) -> f64 {
+    if let Some(f) = st.get(index, scan) {
+        return f;
+    }
     let one_value = match index {
         Index::Email | Index::ExternalId => 1.0 / n,
         Index::Phone => 2.0 / n,
@@ -281,8 +330,8 @@ fn scan_fraction(index: &Index, scan: &Scan, n: f64) -> f64 {
 /// The share of customers a residual test is expected to pass.
 const RESIDUAL_FRACTION: f64 = 1.0 / 3.0;
 
-fn index_fraction(u: &IndexUse, n: f64) -> f64 {
-    let parts = u.scans.iter().map(|s| scan_fraction(&u.index, s, n));
+fn index_fraction(u: &IndexUse, n: f64, st: &Stats) -> f64 {
+    let parts = u.scans.iter().map(|s| scan_fraction(&u.index, s, n, st));
     let f: f64 = if u.intersect {
         parts.product()
     } else {
@@ -292,16 +341,16 @@ fn index_fraction(u: &IndexUse, n: f64) -> f64 {
 }
 
 /// The expected share of customers matching `node`.
-fn fraction(node: &Node, n: f64) -> f64 {
+fn fraction(node: &Node, n: f64, st: &Stats) -> f64 {
     match node {
         Node::Const(b) => f64::from(u8::from(*b)),
-        Node::And(ns) => ns.iter().map(|c| fraction(c, n)).product(),
-        Node::Or(ns) => ns.iter().map(|c| fraction(c, n)).sum::<f64>().min(1.0),
-        Node::Not(c) => 1.0 - fraction(c, n),
+        Node::And(ns) => ns.iter().map(|c| fraction(c, n, st)).product(),
+        Node::Or(ns) => ns.iter().map(|c| fraction(c, n, st)).sum::<f64>().min(1.0),
+        Node::Not(c) => 1.0 - fraction(c, n, st),
         Node::Leaf(leaf) => leaf
             .index
             .as_ref()
-            .map_or(RESIDUAL_FRACTION, |u| index_fraction(u, n)),
+            .map_or(RESIDUAL_FRACTION, |u| index_fraction(u, n, st)),
         Node::Consent { .. } => RESIDUAL_FRACTION,
     }
 }
@@ -335,12 +384,12 @@ fn fetch_cost(residual: &[&Node]) -> f64 {
 }
 
 /// The estimated cost of listing `node`'s customers (infinite if it is not settable).
-fn cost(node: &Node, n: f64, now: DateTime<Utc>) -> f64 {
+fn cost(node: &Node, n: f64, now: DateTime<Utc>, st: &Stats) -> f64 {
     match node {
         Node::Const(_) => 0.0,
         Node::Leaf(leaf) => match &leaf.index {
             Some(u) => {
-                let read = index_fraction(u, n) * n * COST_ENTRY;
+                let read = index_fraction(u, n, st) * n * COST_ENTRY;
                 // A metric test passed by the defaults also reads every customer with metrics.
                 let defaults = if u.metric && leaf.matches_default_metrics(now) {
                     n * COST_ENTRY
@@ -352,16 +401,16 @@ fn cost(node: &Node, n: f64, now: DateTime<Utc>) -> f64 {
             None => f64::INFINITY,
         },
         Node::And(ns) => {
-            let (sets, residual) = split_and(ns, n, now, None);
-            let mut total: f64 = sets.iter().map(|c| cost(c, n, now)).sum();
+            let (sets, residual) = split_and(ns, n, now, None, st);
+            let mut total: f64 = sets.iter().map(|c| cost(c, n, now, st)).sum();
             if !residual.is_empty() {
-                let candidates: f64 = sets.iter().map(|c| fraction(c, n)).product::<f64>() * n;
+                let candidates: f64 = sets.iter().map(|c| fraction(c, n, st)).product::<f64>() * n;
                 total += candidates * fetch_cost(&residual);
             }
             total
         }
-        Node::Or(ns) => ns.iter().map(|c| cost(c, n, now)).sum(),
-        Node::Not(c) => cost(c, n, now),
+        Node::Or(ns) => ns.iter().map(|c| cost(c, n, now, st)).sum(),
+        Node::Not(c) => cost(c, n, now, st),
         Node::Consent { .. } => f64::INFINITY,
     }
 }
@@ -369,16 +418,17 @@ fn cost(node: &Node, n: f64, now: DateTime<Utc>) -> f64 {
 /// Splits a conjunction into the children to read as sets (cheapest first) and those to check
 /// on candidates: a child is read only while reading it costs less than checking it on the
 /// candidates so far (`known`: the exact count after the first set, when it has been read).
-fn split_and(
-    ns: &[Node],
+fn split_and<'a>(
+    ns: &'a [Node],
     n: f64,
     now: DateTime<Utc>,
     known: Option<f64>,
-) -> (Vec<&Node>, Vec<&Node>) {
+    st: &Stats,
+) -> (Vec<&'a Node>, Vec<&'a Node>) {
     let mut sets: Vec<(&Node, f64)> = ns
         .iter()
         .filter(|c| settable(c))
-        .map(|c| (c, cost(c, n, now)))
+        .map(|c| (c, cost(c, n, now, st)))
         .collect();
     sets.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut residual: Vec<&Node> = ns.iter().filter(|c| !settable(c)).collect();
@@ -388,9 +438,9 @@ fn split_and(
         let check = candidates * fetch_cost(&[c]);
         if i == 0 || c_cost < check {
             candidates = if i == 0 {
-                known.unwrap_or(fraction(c, n) * n)
+                known.unwrap_or(fraction(c, n, st) * n)
             } else {
-                candidates * fraction(c, n)
+                candidates * fraction(c, n, st)
             };
             chosen.push(c);
         } else {
@@ -450,6 +500,7 @@ pub(crate) struct Planner<'t, S: Source + ?Sized> {
     pub(crate) now: DateTime<Utc>,
     all: Option<Vec<u64>>,
     has_metrics: Option<Vec<u64>>,
+    stats: std::rc::Rc<Stats>,
 }
 
 impl<'t, S: Source + ?Sized> Planner<'t, S> {
@@ -460,6 +511,7 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
             now,
             all: None,
             has_metrics: None,
+            stats: std::rc::Rc::default(),
         })
     }
 
@@ -467,13 +519,18 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
     /// choice and its plan (a scan's actual count is filled in by the caller).
     pub(crate) fn choose(&mut self, root: &Node) -> Result<(Choice, Explain)> {
         let n = self.n as f64;
+        let mut stats = std::mem::take(&mut self.stats);
+        std::rc::Rc::make_mut(&mut stats).gather(self.tx, root, n)?;
+        self.stats = stats;
+        let stats = std::rc::Rc::clone(&self.stats);
+        let st = &*stats;
         let scan = scan_cost(root, n);
         let set_cost = if settable(root) {
-            cost(root, n, self.now)
+            cost(root, n, self.now, st)
         } else {
             f64::INFINITY
         };
-        let estimated = estimate(fraction(root, n), n);
+        let estimated = estimate(fraction(root, n, st), n);
         if set_cost <= scan {
             let (set, node) = self.run(root)?;
             let explain = Explain {
@@ -528,7 +585,9 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
     /// The exact set of `node`, which must be settable, and its plan.
     fn run(&mut self, node: &Node) -> Result<(IdSet, PlanNode)> {
         let n = self.n as f64;
-        let estimated = estimate(fraction(node, n), n);
+        let stats = std::rc::Rc::clone(&self.stats);
+        let st = &*stats;
+        let estimated = estimate(fraction(node, n, st), n);
         let (set, step, children) = match node {
             Node::Const(b) => {
                 let set = if *b {
@@ -584,7 +643,9 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
 
     fn run_and(&mut self, ns: &[Node], estimated: u64) -> Result<(IdSet, PlanNode)> {
         let n = self.n as f64;
-        let (first, _) = split_and(ns, n, self.now, None);
+        let stats = std::rc::Rc::clone(&self.stats);
+        let st = &*stats;
+        let (first, _) = split_and(ns, n, self.now, None, st);
         let Some(first) = first.first() else {
             return self.filter_candidates(
                 IdSet::AllBut(Vec::new()),
@@ -595,8 +656,8 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
         };
         let (mut set, first_plan) = self.run(first)?;
         // Re-plan the rest with the first set's exact size.
-        let (sets, residual) = split_and(ns, n, self.now, Some(set.len(self.n) as f64));
-        let sets_estimate = estimate(sets.iter().map(|c| fraction(c, n)).product(), n);
+        let (sets, residual) = split_and(ns, n, self.now, Some(set.len(self.n) as f64), st);
+        let sets_estimate = estimate(sets.iter().map(|c| fraction(c, n, st)).product(), n);
         let mut plans = vec![first_plan];
         for c in sets.into_iter().skip(1) {
             let (s, p) = self.run(c)?;

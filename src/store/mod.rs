@@ -34,6 +34,7 @@ pub use history::{Change, FieldChange, Json, Operation};
 pub use privacy::{
     AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone,
 };
+pub(crate) use read::counted;
 pub use read::{ChangeFeed, Customers, Read, ReadTxn};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};

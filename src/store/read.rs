@@ -962,3 +962,45 @@ pub(crate) fn value_counts(b: &impl Backend, index: &Index) -> Result<index::Val
     })?;
     Ok(out)
 }
+
+/// How many postings the scan of `index` would read, summed from the value counts, or `None`
+/// for a unique index or when the scan spans more than `cap` values (reading them would cost
+/// more than the estimate saves). `Scan::All` counts the customers with any value.
+pub(crate) fn counted(
+    b: &impl Backend,
+    index: &Index,
+    scan: &Scan,
+    cap: usize,
+) -> Result<Option<u64>> {
+    if index.is_unique() {
+        return Ok(None);
+    }
+    let schema = b.schema()?;
+    if matches!(scan, Scan::All) {
+        let tag = index.tag(&schema)?.to_be_bytes();
+        return b
+            .get_raw(Table::ValueCounts, &tag)?
+            .map(|v| super::write::decode_count(&v))
+            .transpose()
+            .map(|n| Some(n.unwrap_or(0)));
+    }
+    let mut total = 0u64;
+    let mut values = 0usize;
+    for r in index::key_ranges(index, scan, &schema, b.region())? {
+        let range = (
+            Bound::Included(r.start.as_slice()),
+            r.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        b.scan_raw(Table::ValueCounts, range, false, &mut |k, v| {
+            if k.len() > 2 {
+                total += super::write::decode_count(v)?;
+                values += 1;
+            }
+            Ok(values <= cap)
+        })?;
+        if values > cap {
+            return Ok(None);
+        }
+    }
+    Ok(Some(total))
+}

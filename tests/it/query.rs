@@ -1143,6 +1143,21 @@ fn planner_reads_indexes_for_selective_tests_and_scans_for_fuzzy_ones() -> Resul
     assert!(fuzzy.to_string().contains("scan:"), "{fuzzy}");
     let not = Query::parse(r#"not (country = "DE")"#)?.explain(&tx)?;
     assert!(not.to_string().contains("complement"), "{not}");
+    // Equality and narrow ranges are estimated from the value counts: exactly.
+    for text in [
+        r#"country = "DE""#,
+        r#"tag = "vip""#,
+        "order_count >= 2",
+        r#"stage = "customer""#,
+    ] {
+        let e = Query::parse(text)?.at(now()).explain(&tx)?;
+        let leaf = if e.root.children.is_empty() {
+            &e.root
+        } else {
+            &e.root.children[0]
+        };
+        assert_eq!(leaf.estimated, leaf.actual, "{text}: {e}");
+    }
     // Metric tests passed by customers without activities still count them.
     let few = Query::parse("order_count < 1")?.at(now());
     let naive = everyone(&tx)?
