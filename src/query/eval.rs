@@ -659,6 +659,17 @@ impl Node {
         }
     }
 
+    /// Whether testing `self` reads the customer record (not only its metrics).
+    pub(crate) fn needs_record(&self) -> bool {
+        match self {
+            Node::Const(_) => false,
+            Node::Consent { .. } => true,
+            Node::And(ns) | Node::Or(ns) => ns.iter().any(Node::needs_record),
+            Node::Not(n) => n.needs_record(),
+            Node::Leaf(leaf) => !leaf.field.is_metric(),
+        }
+    }
+
     pub(crate) fn needs_metrics(&self) -> bool {
         match self {
             Node::Const(_) | Node::Consent { .. } => false,

@@ -700,13 +700,32 @@ impl<'t, S: Source + ?Sized> Planner<'t, S> {
         let test = Node::And(residual.iter().map(|n| (*n).clone()).collect());
         let metrics = test.needs_metrics();
         let mut out = Vec::new();
-        for id in ids {
-            let Some(rec) = self.tx.get(CustomerId::from_u64(id))? else {
-                continue;
+        if test.needs_record() {
+            for id in ids {
+                let Some(rec) = self.tx.get(CustomerId::from_u64(id))? else {
+                    continue;
+                };
+                let m = self.metrics_of(&rec, metrics)?;
+                if test.matches(&rec, &m, self.now) {
+                    out.push(id);
+                }
+            }
+        } else {
+            // Metric tests only: the candidates (ids from indexes, so stored customers) are
+            // tested on their metrics, without fetching and decoding their records.
+            let mut rec = Record {
+                id: CustomerId::from_u64(0),
+                created_at: DateTime::UNIX_EPOCH,
+                updated_at: DateTime::UNIX_EPOCH,
+                revision: 0,
+                customer: crate::model::Customer::default(),
             };
-            let m = self.metrics_of(&rec, metrics)?;
-            if test.matches(&rec, &m, self.now) {
-                out.push(id);
+            for id in ids {
+                rec.id = CustomerId::from_u64(id);
+                let m = self.tx.metrics(rec.id)?;
+                if test.matches(&rec, &m, self.now) {
+                    out.push(id);
+                }
             }
         }
         let node = PlanNode {
