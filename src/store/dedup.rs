@@ -42,6 +42,12 @@ const MAX_BLOCK: usize = 500;
 /// customers is weak evidence of anything. Batch blocking likewise pairs a record of a large
 /// block with its next 4 only.
 const MAX_NAME_BLOCK: usize = 100;
+/// The same for a name rule's key in the match-key index (family phonetic + initial, given +
+/// family, family + postcode, family + initial). Unlike the whole family name such a block is
+/// read in full, every member sharing the key and so decoded and scored; a key held by more
+/// than this many customers (a common name in a large store) is left to the other rules, as
+/// batch blocking pairs a record of a block over 10 with its next 4 only.
+const MAX_KEY_BLOCK: usize = 25;
 /// The prior match probability of the untrained model used before any training.
 const UNTRAINED_PRIOR: f64 = 1e-4;
 
@@ -378,7 +384,7 @@ fn candidate_ids(
                     let max = if rule.uses(&Comparison::BirthDate) {
                         MAX_BLOCK
                     } else {
-                        MAX_NAME_BLOCK
+                        MAX_KEY_BLOCK
                     };
                     for key in rule.keys(me) {
                         add(match_key(prefix, &key)?, max);
@@ -395,7 +401,7 @@ fn candidate_ids(
             let key = format!("{family}|{initial}");
             add(
                 match_key(BlockingRule::FAMILY_INITIAL, &key)?,
-                MAX_NAME_BLOCK,
+                MAX_KEY_BLOCK,
             );
         }
     }
