@@ -184,6 +184,60 @@ impl BlockingRule {
     }
 }
 
+impl BlockingRule {
+    /// The rules whose keys the store keeps in its match-key index
+    /// ([`crate::Index::MatchKey`]), each with the prefix that marks its keys there: the
+    /// rules that combine two fields. Their blocks are small where each field alone is
+    /// large (a common family name, a birth date in a large store), so a lookup by such a
+    /// key returns the customers that share it and few others.
+    pub(crate) const INDEXED: [(BlockingRule, &'static str); 5] = [
+        (BlockingRule::FamilyPhoneticGivenInitial, "fpi"),
+        (BlockingRule::GivenFamily, "gf"),
+        (BlockingRule::FamilyPostcode, "fpc"),
+        (BlockingRule::BirthDateGivenInitial, "bdi"),
+        (BlockingRule::BirthDatePostcode, "bdp"),
+    ];
+
+    /// Prefix of the match-key entries that are no rule's keys: the family name key and the
+    /// given-name initial (`fi:lovelace|a`). A family name spelled rarely can share a very
+    /// common Double Metaphone code (`smyth`, `smith`); this finds the few with that spelling
+    /// and initial when the phonetic block is too large to read.
+    pub(crate) const FAMILY_INITIAL: &'static str = "fi";
+
+    /// This rule's prefix in the match-key index, if the store keeps its keys.
+    pub(crate) fn match_key_prefix(&self) -> Option<&'static str> {
+        Self::INDEXED
+            .iter()
+            .find(|(r, _)| r == self)
+            .map(|(_, prefix)| *prefix)
+    }
+
+    /// Calls `f` with each match-key index entry of `r` (`prefix:key`, possibly repeated):
+    /// the keys of [`BlockingRule::INDEXED`] and the family-and-initial key.
+    pub(crate) fn for_each_match_key(r: &MatchRecord, f: &mut dyn FnMut(&str)) {
+        let mut buf = String::new();
+        let mut entry = String::new();
+        for (rule, prefix) in &Self::INDEXED {
+            rule.for_each_key(r, &mut buf, &mut |k| {
+                entry.clear();
+                entry.push_str(prefix);
+                entry.push(':');
+                entry.push_str(k);
+                f(&entry);
+            });
+        }
+        if let (Some(family), Some(initial)) = (r.family(), r.given_initial()) {
+            entry.clear();
+            entry.push_str(Self::FAMILY_INITIAL);
+            entry.push(':');
+            entry.push_str(family);
+            entry.push('|');
+            entry.push(initial);
+            f(&entry);
+        }
+    }
+}
+
 /// A date as `NaiveDate`'s `Display` writes it (`1971-06-24`), written digit by digit for
 /// years 0 to 9999: blocking writes a date key per record per rule, and chrono's formatter
 /// is the slowest part of that.

@@ -12,9 +12,11 @@ use std::ops::{Bound, RangeBounds};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
+use crate::dedup::{BlockingRule, MatchRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    AttributeType, AttributeValue, CountryCode, Email, Metrics, Phone, Record, Schema, Stage,
+    AttributeType, AttributeValue, CountryCode, Customer, Email, Metrics, Phone, Record, Schema,
+    Stage,
 };
 use crate::normalize::{fold_key, name_key, phonetic_keys, postcode_key};
 
@@ -67,16 +69,21 @@ pub enum Index {
     LastInteraction,
     /// Metric: open tickets.
     OpenTickets,
+    /// The keys duplicate matching looks candidates up by: each key of the blocking rules
+    /// that combine two fields, prefixed by the rule (`gf:ada|lovelace`, `fpi:LFLS|a`,
+    /// `bdi:1815-12-10|a`, `bdp:...`, `fpc:...`), and the family name key with the given
+    /// initial (`fi:lovelace|a`). Looked up as stored, without standardising.
+    MatchKey,
     /// A custom attribute declared as indexed.
     Attribute(String),
 }
 
-/// Tag of the first custom-attribute index; built-in indexes use 1 to 21.
+/// Tag of the first custom-attribute index; built-in indexes use 1 to 22.
 pub(crate) const FIRST_ATTRIBUTE_TAG: u16 = 0x0100;
 
 impl Index {
     /// The built-in indexes, in tag order.
-    pub const BUILTIN: [Index; 21] = [
+    pub const BUILTIN: [Index; 22] = [
         Index::Email,
         Index::ExternalId,
         Index::Phone,
@@ -98,6 +105,7 @@ impl Index {
         Index::LastPurchase,
         Index::LastInteraction,
         Index::OpenTickets,
+        Index::MatchKey,
     ];
 
     /// The indexes of the derived metrics, kept from the timeline rather than the record.
@@ -134,6 +142,7 @@ impl Index {
             Index::LastPurchase => "last_purchase",
             Index::LastInteraction => "last_interaction",
             Index::OpenTickets => "open_tickets",
+            Index::MatchKey => "match_key",
             Index::Attribute(name) => name,
         }
     }
@@ -175,6 +184,7 @@ impl Index {
             Index::LastPurchase => 19,
             Index::LastInteraction => 20,
             Index::OpenTickets => 21,
+            Index::MatchKey => TAG_MATCH_KEY,
             Index::Attribute(name) => {
                 return schema
                     .get(name)
@@ -368,7 +378,7 @@ fn standardise_text(index: &Index, s: &str, region: Option<CountryCode>) -> Resu
         Index::Country => vec![CountryCode::parse(s)?.as_str().to_owned()],
         Index::Postcode => vec![postcode_key(s)],
         Index::Stage => vec![s.trim().to_ascii_lowercase()],
-        Index::ExternalId => vec![s.to_owned()],
+        Index::ExternalId | Index::MatchKey => vec![s.to_owned()],
         Index::FamilyName | Index::GivenName => vec![name_key(s)],
         _ => vec![fold_key(s)],
     })
@@ -439,7 +449,7 @@ pub(crate) fn key_ranges(
             let folded = match index {
                 Index::Postcode => postcode_key(p),
                 Index::Country => p.trim().to_ascii_uppercase(),
-                Index::ExternalId => p.clone(),
+                Index::ExternalId | Index::MatchKey => p.clone(),
                 Index::FamilyName | Index::GivenName => name_key(p),
                 _ => fold_key(p),
             };
@@ -566,6 +576,7 @@ pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
             attribute_postings(id, slot, value, &mut postings);
         }
     }
+    match_key_postings(id, c, &mut postings);
     postings.sort_unstable();
     postings.dedup();
     let mut uniques: Vec<UniqueEntry> = c
@@ -585,6 +596,18 @@ pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
     uniques.sort_by(|a, b| a.key.cmp(&b.key));
     uniques.dedup_by(|a, b| a.key == b.key);
     Entries { postings, uniques }
+}
+
+/// Appends the match-key postings ([`Index::MatchKey`]) of customer `id` holding `c`.
+pub(crate) fn match_key_postings(id: u64, c: &Customer, out: &mut Vec<Vec<u8>>) {
+    let blocking = MatchRecord::for_blocking(c);
+    BlockingRule::for_each_match_key(&blocking, &mut |s| {
+        let mut k = Vec::with_capacity(2 + s.len() + 2 + 8);
+        k.extend_from_slice(&TAG_MATCH_KEY.to_be_bytes());
+        key::put_text(&mut k, s);
+        key::put_u64(&mut k, id);
+        out.push(k);
+    });
 }
 
 /// Appends the postings of one indexed attribute value (one per element of a text list) of
@@ -615,6 +638,9 @@ pub(crate) fn attribute_postings(
         }
     }
 }
+
+/// Tag of the match-key index ([`Index::MatchKey`]), kept from the record like tags 1 to 15.
+pub(crate) const TAG_MATCH_KEY: u16 = 22;
 
 /// Tag of the first metric index; metric tags run from it to 21.
 pub(crate) const TAG_ORDER_COUNT: u16 = 16;
@@ -739,7 +765,10 @@ mod tests {
         assert!(e.postings.len() >= 6);
         for p in &e.postings {
             let (tag, id) = split_posting(p).unwrap();
-            assert!((1..=15).contains(&tag), "record postings use tags 1 to 15");
+            assert!(
+                (1..=15).contains(&tag) || tag == TAG_MATCH_KEY,
+                "record postings use tags 1 to 15 and the match-key tag"
+            );
             assert_eq!(id, 7);
         }
         assert_eq!(e.uniques.len(), 2);

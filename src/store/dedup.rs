@@ -36,11 +36,18 @@ const META_MODEL_ID: &str = "dedup_model_id";
 const META_RULES: &str = "dedup_rules";
 /// Candidates from one index lookup beyond which that lookup is skipped (a very common name).
 const MAX_BLOCK: usize = 500;
-/// The same for lookups by name (family name, its phonetic code, the given name as a family
-/// name): each of their candidates must be decoded to see whether it also shares the given
-/// initial, and a name held by more than this many customers is weak evidence of anything.
-/// Batch blocking likewise pairs a record of a large block with its next 4 only.
+/// The same for lookups by name (a key of a rule on names in the match-key index, or the
+/// family name, its phonetic code and the given name as a family name when a rule needs
+/// those): every candidate is decoded and scored, and a name held by more than this many
+/// customers is weak evidence of anything. Batch blocking likewise pairs a record of a large
+/// block with its next 4 only.
 const MAX_NAME_BLOCK: usize = 100;
+/// The same for a name rule's key in the match-key index (family phonetic + initial, given +
+/// family, family + postcode, family + initial). Unlike the whole family name such a block is
+/// read in full, every member sharing the key and so decoded and scored; a key held by more
+/// than this many customers (a common name in a large store) is left to the other rules, as
+/// batch blocking pairs a record of a block over 10 with its next 4 only.
+const MAX_KEY_BLOCK: usize = 25;
 /// The prior match probability of the untrained model used before any training.
 const UNTRAINED_PRIOR: f64 = 1e-4;
 
@@ -297,9 +304,20 @@ fn rules(b: &impl Backend) -> Result<Vec<BlockingRule>> {
     }
 }
 
-/// Candidate ids for `c` under `rules`, found through the indexes (a superset: the caller
-/// keeps those that share a blocking key).
-fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Result<BTreeSet<u64>> {
+/// Candidate ids for `c` (`me` its match record) under `rules`, found through the indexes (a
+/// superset: the caller keeps those that share a blocking key).
+///
+/// Each rule is looked up by its own keys where an index holds them: emails, phones and
+/// external ids in theirs, the two-field rules in the match-key index ([`Index::MatchKey`]),
+/// so that a lookup returns the customers sharing that key rather than everyone with the same
+/// family name or birth date. A rule no index covers (locality with initial) falls back to the
+/// broad lookups by name and birth date, whose candidates are then filtered.
+fn candidate_ids(
+    b: &impl Backend,
+    c: &Customer,
+    me: &MatchRecord,
+    rules: &[BlockingRule],
+) -> Result<BTreeSet<u64>> {
     let mut out = BTreeSet::new();
     let mut add = |ids: Vec<CustomerId>, max: usize| {
         if ids.len() <= max {
@@ -307,54 +325,99 @@ fn candidate_ids(b: &impl Backend, c: &Customer, rules: &[BlockingRule]) -> Resu
         }
     };
     let lookup = |index: Index, scan: Scan| super::read::ids(b, &index, &scan);
-    for e in &c.emails {
-        add(lookup(Index::Email, Scan::eq(e.match_key()))?, MAX_BLOCK);
-    }
-    for p in &c.phones {
-        add(lookup(Index::Phone, Scan::eq(p.e164()))?, MAX_BLOCK);
-    }
-    for x in &c.external_ids {
-        let key = crate::index::external_id_key(x.system(), x.id());
-        add(
-            b.unique(&key)?
-                .map(CustomerId::from_u64)
-                .into_iter()
-                .collect(),
-            MAX_BLOCK,
-        );
-    }
-    if let Some(n) = &c.name {
-        if let Some(f) = n.family() {
-            add(lookup(Index::FamilyPhonetic, Scan::eq(f))?, MAX_NAME_BLOCK);
-            add(lookup(Index::FamilyName, Scan::eq(f))?, MAX_NAME_BLOCK);
-        }
-        // Transposed names: the given name stored as a family name.
-        if let Some(g) = n.given() {
-            add(lookup(Index::FamilyName, Scan::eq(g))?, MAX_NAME_BLOCK);
-        }
-    }
-    if let Some(d) = c.birth_date {
-        add(lookup(Index::BirthDate, Scan::eq(d))?, MAX_BLOCK);
-    }
+    let match_key = |prefix: &str, key: &str| {
+        lookup(Index::MatchKey, Scan::Eq(format!("{prefix}:{key}").into()))
+    };
     let schema = b.schema()?;
+    let mut uncovered = false;
     for rule in rules {
-        if let BlockingRule::Attribute(name) = rule {
-            let (Some(def), Some(value)) = (schema.get(name), c.attributes.get(name)) else {
-                continue;
-            };
-            if !def.is_indexed() {
-                continue;
+        match rule {
+            BlockingRule::Email => {
+                for e in &c.emails {
+                    add(lookup(Index::Email, Scan::eq(e.match_key()))?, MAX_BLOCK);
+                }
             }
-            let index = Index::Attribute(name.clone());
-            let values: Vec<crate::index::Value> = match value {
-                AttributeValue::Text(t) => vec![t.clone().into()],
-                AttributeValue::TextList(items) => items.iter().map(|t| t.clone().into()).collect(),
-                AttributeValue::Integer(i) => vec![(*i).into()],
-                _ => Vec::new(),
-            };
-            for v in values {
-                add(lookup(index.clone(), Scan::Eq(v))?, MAX_BLOCK);
+            BlockingRule::Phone => {
+                for p in &c.phones {
+                    add(lookup(Index::Phone, Scan::eq(p.e164()))?, MAX_BLOCK);
+                }
             }
+            BlockingRule::ExternalId => {
+                for x in &c.external_ids {
+                    let key = crate::index::external_id_key(x.system(), x.id());
+                    add(
+                        b.unique(&key)?
+                            .map(CustomerId::from_u64)
+                            .into_iter()
+                            .collect(),
+                        MAX_BLOCK,
+                    );
+                }
+            }
+            BlockingRule::BirthDate => {
+                if let Some(d) = c.birth_date {
+                    add(lookup(Index::BirthDate, Scan::eq(d))?, MAX_BLOCK);
+                }
+            }
+            BlockingRule::Attribute(name) => {
+                let (Some(def), Some(value)) = (schema.get(name), c.attributes.get(name)) else {
+                    continue;
+                };
+                if !def.is_indexed() {
+                    continue;
+                }
+                let index = Index::Attribute(name.clone());
+                let values: Vec<crate::index::Value> = match value {
+                    AttributeValue::Text(t) => vec![t.clone().into()],
+                    AttributeValue::TextList(items) => {
+                        items.iter().map(|t| t.clone().into()).collect()
+                    }
+                    AttributeValue::Integer(i) => vec![(*i).into()],
+                    _ => Vec::new(),
+                };
+                for v in values {
+                    add(lookup(index.clone(), Scan::Eq(v))?, MAX_BLOCK);
+                }
+            }
+            rule => match rule.match_key_prefix() {
+                Some(prefix) => {
+                    let max = if rule.uses(&Comparison::BirthDate) {
+                        MAX_BLOCK
+                    } else {
+                        MAX_KEY_BLOCK
+                    };
+                    for key in rule.keys(me) {
+                        add(match_key(prefix, &key)?, max);
+                    }
+                }
+                None => uncovered = true,
+            },
+        }
+    }
+    // A rare spelling of a family name with a very common phonetic code (`smyth`): its
+    // phonetic block is too large to read, but the same family name and initial is small.
+    if rules.contains(&BlockingRule::FamilyPhoneticGivenInitial) {
+        if let (Some(family), Some(initial)) = (me.family(), me.given_initial()) {
+            let key = format!("{family}|{initial}");
+            add(
+                match_key(BlockingRule::FAMILY_INITIAL, &key)?,
+                MAX_KEY_BLOCK,
+            );
+        }
+    }
+    if uncovered {
+        if let Some(n) = &c.name {
+            if let Some(f) = n.family() {
+                add(lookup(Index::FamilyPhonetic, Scan::eq(f))?, MAX_NAME_BLOCK);
+                add(lookup(Index::FamilyName, Scan::eq(f))?, MAX_NAME_BLOCK);
+            }
+            // Transposed names: the given name stored as a family name.
+            if let Some(g) = n.given() {
+                add(lookup(Index::FamilyName, Scan::eq(g))?, MAX_NAME_BLOCK);
+            }
+        }
+        if let Some(d) = c.birth_date {
+            add(lookup(Index::BirthDate, Scan::eq(d))?, MAX_BLOCK);
         }
     }
     Ok(out)
@@ -384,7 +447,7 @@ pub(crate) fn duplicates_of(
         .collect();
     let mut theirs = Vec::new();
     let mut out = Vec::new();
-    for id in candidate_ids(b, c, &rules)? {
+    for id in candidate_ids(b, c, &me, &rules)? {
         let id = CustomerId::from_u64(id);
         if Some(id) == exclude {
             continue;

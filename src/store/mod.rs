@@ -137,6 +137,10 @@ pub(crate) const META_SCHEMA: &str = "schema";
 /// Present once [`Table::ValueCounts`] agrees with the postings (stores made before it existed
 /// have it built on open).
 pub(crate) const META_VALUE_COUNTS: &str = "value_counts";
+/// Meta key present once the match-key index ([`crate::Index::MatchKey`]) holds every
+/// customer's entries. A store written before that index existed lacks it, and gets the index
+/// built when next opened.
+pub(crate) const META_MATCH_KEYS: &str = "match_key_index";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
@@ -413,17 +417,10 @@ impl Store {
                         .map_err(storage)?;
                     meta.insert(META_VALUE_COUNTS, [].as_slice())
                         .map_err(storage)?;
+                    meta.insert(META_MATCH_KEYS, [1u8].as_slice())
+                        .map_err(storage)?;
                 }
-                Some([v]) if *v == codec::FORMAT_VERSION => {
-                    if meta.get(META_VALUE_COUNTS).map_err(storage)?.is_none() {
-                        let postings = txn.open_table(POSTINGS).map_err(storage)?;
-                        let mut counts =
-                            txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
-                        write::rebuild_value_counts(&postings, &mut counts)?;
-                        meta.insert(META_VALUE_COUNTS, [].as_slice())
-                            .map_err(storage)?;
-                    }
-                }
+                Some([v]) if *v == codec::FORMAT_VERSION => {}
                 Some([v]) => {
                     return Err(Error::new(ErrorKind::FormatVersion {
                         found: *v,
@@ -432,9 +429,53 @@ impl Store {
                 }
                 Some(_) => return Err(Error::corrupted("format version", "not one byte")),
             }
+            let mut recount = meta.get(META_VALUE_COUNTS).map_err(storage)?.is_none();
+            if meta.get(META_MATCH_KEYS).map_err(storage)?.is_none() {
+                build_match_keys(&txn)?;
+                meta.insert(META_MATCH_KEYS, [1u8].as_slice())
+                    .map_err(storage)?;
+                // The build wrote postings directly, without counting them.
+                recount = true;
+            }
+            if recount {
+                let postings = txn.open_table(POSTINGS).map_err(storage)?;
+                let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
+                write::rebuild_value_counts(&postings, &mut counts)?;
+                meta.insert(META_VALUE_COUNTS, [].as_slice())
+                    .map_err(storage)?;
+            }
         }
         txn.commit().map_err(storage)
     }
+}
+
+/// Adds every stored customer's match-key postings ([`crate::Index::MatchKey`]), for a store
+/// written before that index existed. Postings are written a batch of customers at a time,
+/// sorted, so that the build costs about what loading the index with the customers would.
+fn build_match_keys(txn: &redb::WriteTransaction) -> Result<()> {
+    const BATCH: usize = 50_000;
+    let customers = txn.open_table(CUSTOMERS).map_err(storage)?;
+    let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
+    let mut keys = Vec::new();
+    let mut write = |keys: &mut Vec<Vec<u8>>| -> Result<()> {
+        keys.sort_unstable();
+        for k in keys.drain(..) {
+            postings.insert(k.as_slice(), ()).map_err(storage)?;
+        }
+        Ok(())
+    };
+    for (n, item) in customers.iter().map_err(storage)?.enumerate() {
+        let (k, v) = item.map_err(storage)?;
+        // A record that does not decode has no entries to build; verify() reports it.
+        let Ok(rec) = read::decode_record(k.value(), v.value()) else {
+            continue;
+        };
+        crate::index::match_key_postings(rec.id.as_u64(), &rec.customer, &mut keys);
+        if (n + 1) % BATCH == 0 {
+            write(&mut keys)?;
+        }
+    }
+    write(&mut keys)
 }
 
 /// Copies every table of `from` into the empty database `to`, in one durable transaction.
@@ -625,5 +666,58 @@ impl StoreBuilder {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
         Store::from_db(db, config, None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Customer, Read};
+
+    /// A store written before the match-key index existed (no postings of it, no marker) gets
+    /// the index built when opened, and then verifies clean and matches by it.
+    #[test]
+    fn match_key_index_is_built_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.cdb");
+        let ada = || {
+            Customer::builder()
+                .name("Ada Lovelace")
+                .birth_date(chrono::NaiveDate::from_ymd_opt(1815, 12, 10).unwrap())
+                .build()
+                .unwrap()
+        };
+        {
+            let store = Store::create(&path).unwrap();
+            let mut tx = store.begin_write().unwrap();
+            tx.insert(ada()).unwrap();
+            tx.commit().unwrap();
+        }
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut postings = txn.open_table(POSTINGS).unwrap();
+                let tag = crate::index::TAG_MATCH_KEY.to_be_bytes();
+                let end = (crate::index::TAG_MATCH_KEY + 1).to_be_bytes();
+                postings
+                    .retain_in(tag.as_slice()..end.as_slice(), |_, ()| false)
+                    .unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.remove(META_MATCH_KEYS).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        let tx = store.begin_read().unwrap();
+        assert_eq!(
+            tx.ids(&crate::Index::MatchKey, &crate::Scan::eq("gf:ada|lovelace"))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(tx.duplicates_of(&ada(), 0.0).unwrap().len(), 1);
     }
 }
