@@ -642,6 +642,16 @@ pub(crate) fn attribute_postings(
 /// Tag of the match-key index ([`Index::MatchKey`]), kept from the record like tags 1 to 15.
 pub(crate) const TAG_MATCH_KEY: u16 = 22;
 
+/// Whether the value counts keep a count per value of index `tag`. Not for indexes whose values
+/// are nearly all distinct: the creation and update times, the purchase and interaction times
+/// (every activity moves them) and the match keys. A count there is almost always 1, costs a
+/// read and a write of its own per posting that moves, and no plan gains from it (a time range
+/// spans more values than the planner would sum). The count of customers with any value (the
+/// key of the tag alone) is kept for every index.
+pub(crate) fn counts_values(tag: u16) -> bool {
+    !matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY)
+}
+
 /// Tag of the first metric index; metric tags run from it to 21.
 pub(crate) const TAG_ORDER_COUNT: u16 = 16;
 

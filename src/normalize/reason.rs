@@ -98,6 +98,10 @@ pub enum Reason {
         /// The country whose shape was expected (ISO 3166-1 alpha-2).
         country: &'static str,
     },
+
+    /// The index keeps no count per value (a unique index, or one whose values are nearly
+    /// all distinct, such as timestamps).
+    NotCounted,
 }
 
 impl Reason {
@@ -140,6 +144,7 @@ impl Reason {
             Reason::NameNoLetters => "name_no_letters",
             Reason::CurrencyUnknown => "currency_unknown",
             Reason::PostcodeFormat { .. } => "postcode_format",
+            Reason::NotCounted => "not_counted",
         }
     }
 }
@@ -205,6 +210,7 @@ impl fmt::Display for Reason {
             Reason::PostcodeFormat { country } => {
                 write!(f, "the postcode does not have the {country} shape")
             }
+            Reason::NotCounted => f.write_str("the index keeps no count per value"),
         }
     }
 }

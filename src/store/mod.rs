@@ -134,9 +134,13 @@ pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_NEXT_ACTIVITY: &str = "next_activity";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 pub(crate) const META_SCHEMA: &str = "schema";
-/// Present once [`Table::ValueCounts`] agrees with the postings (stores made before it existed
-/// have it built on open).
+/// Holds [`VALUE_COUNTS_RULES`] once [`Table::ValueCounts`] agrees with the postings under
+/// those rules. A store made before counts were kept, or under other rules, has them rebuilt
+/// on open.
 pub(crate) const META_VALUE_COUNTS: &str = "value_counts";
+/// Which indexes the value counts cover: 2 since the nearly-distinct ones are left out
+/// ([`crate::index::counts_values`]); stores that counted every index held an empty value.
+pub(crate) const VALUE_COUNTS_RULES: u8 = 2;
 /// Meta key present once the match-key index ([`crate::Index::MatchKey`]) holds every
 /// customer's entries. A store written before that index existed lacks it, and gets the index
 /// built when next opened.
@@ -415,7 +419,7 @@ impl Store {
                         .map_err(storage)?;
                     meta.insert(META_SCHEMA, codec::encode(&Schema::default())?.as_slice())
                         .map_err(storage)?;
-                    meta.insert(META_VALUE_COUNTS, [].as_slice())
+                    meta.insert(META_VALUE_COUNTS, [VALUE_COUNTS_RULES].as_slice())
                         .map_err(storage)?;
                     meta.insert(META_MATCH_KEYS, [1u8].as_slice())
                         .map_err(storage)?;
@@ -429,7 +433,10 @@ impl Store {
                 }
                 Some(_) => return Err(Error::corrupted("format version", "not one byte")),
             }
-            let mut recount = meta.get(META_VALUE_COUNTS).map_err(storage)?.is_none();
+            let mut recount = meta
+                .get(META_VALUE_COUNTS)
+                .map_err(storage)?
+                .is_none_or(|v| v.value() != [VALUE_COUNTS_RULES]);
             if meta.get(META_MATCH_KEYS).map_err(storage)?.is_none() {
                 build_match_keys(&txn)?;
                 meta.insert(META_MATCH_KEYS, [1u8].as_slice())
@@ -441,7 +448,7 @@ impl Store {
                 let postings = txn.open_table(POSTINGS).map_err(storage)?;
                 let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
                 write::rebuild_value_counts(&postings, &mut counts)?;
-                meta.insert(META_VALUE_COUNTS, [].as_slice())
+                meta.insert(META_VALUE_COUNTS, [VALUE_COUNTS_RULES].as_slice())
                     .map_err(storage)?;
             }
         }

@@ -174,8 +174,10 @@ pub trait Read: sealed::Sealed {
     ///
     /// # Errors
     /// [`crate::ErrorKind::UnknownAttribute`] for an attribute that is not indexed;
-    /// [`crate::ErrorKind::Invalid`] (field `index`) for a unique index (email, external id),
-    /// whose every value belongs to one customer.
+    /// [`crate::ErrorKind::Invalid`] (field `index`, reason `NotCounted`) for a unique index
+    /// (email, external id), whose every value belongs to one customer, and for the indexes
+    /// whose values are nearly all distinct and so keep no count per value: `created_at`,
+    /// `updated_at`, `first_purchase`, `last_purchase`, `last_interaction` and `match_key`.
     fn value_counts(&self, index: &Index) -> Result<crate::index::ValueCounts>;
 
     /// The custom attribute schema.
@@ -937,11 +939,11 @@ pub(crate) fn value_counts(b: &impl Backend, index: &Index) -> Result<index::Val
     let tag = index.tag(&schema)?;
     let mut out = index::ValueCounts::default();
     let bad = || Error::corrupted("value counts", "a value that does not decode");
-    if index.is_unique() {
+    if index.is_unique() || !index::counts_values(tag) {
         return Err(Error::invalid(
             "index",
             index.name(),
-            crate::normalize::Reason::Malformed,
+            crate::normalize::Reason::NotCounted,
         ));
     }
     let prefix = tag.to_be_bytes();
@@ -983,6 +985,9 @@ pub(crate) fn counted(
             .map(|v| super::write::decode_count(&v))
             .transpose()
             .map(|n| Some(n.unwrap_or(0)));
+    }
+    if !index::counts_values(index.tag(&schema)?) {
+        return Ok(None);
     }
     let mut total = 0u64;
     let mut values = 0usize;

@@ -150,9 +150,11 @@ fn check_counts(tx: &ReadTxn, schema: &Schema, report: &mut VerifyReport) -> Res
     let mut presence: BTreeMap<u16, HashSet<u64>> = BTreeMap::new();
     for item in tx.raw_postings()?.iter().map_err(storage)? {
         let (k, _) = item.map_err(storage)?;
-        *actual
-            .entry(super::write::posting_value(k.value()).to_vec())
-            .or_default() += 1;
+        if super::write::posting_tag(k.value()).is_some_and(index::counts_values) {
+            *actual
+                .entry(super::write::posting_value(k.value()).to_vec())
+                .or_default() += 1;
+        }
         if let Some((tag, id)) = index::split_posting(k.value()) {
             presence.entry(tag).or_default().insert(id);
         }

@@ -660,7 +660,7 @@ impl WriteTxn {
                 } else {
                     postings.remove(k.as_slice()).map_err(storage)?.is_some()
                 };
-                if changed {
+                if changed && posting_tag(k).is_some_and(index::counts_values) {
                     let value = posting_value(k);
                     let step = if *insert { 1 } else { -1 };
                     match deltas.last_mut() {
@@ -908,6 +908,11 @@ fn stage_presence(out: &mut BTreeMap<u16, i64>, old: &[Vec<u8>], new: &[Vec<u8>]
     }
 }
 
+/// The index tag a posting key starts with.
+pub(crate) fn posting_tag(k: &[u8]) -> Option<u16> {
+    k.first_chunk::<2>().map(|t| u16::from_be_bytes(*t))
+}
+
 /// The index value (`tag ++ value`) of a posting key: the key without its id.
 pub(crate) fn posting_value(k: &[u8]) -> &[u8] {
     &k[..k.len().saturating_sub(8)]
@@ -953,6 +958,9 @@ pub(crate) fn rebuild_value_counts(
         let (k, ()) = item.map_err(storage).map(|(k, v)| (k, v.value()))?;
         if let Some((tag, id)) = index::split_posting(k.value()) {
             presence.entry(tag).or_default().insert(id);
+        }
+        if !posting_tag(k.value()).is_some_and(index::counts_values) {
+            continue;
         }
         let value = posting_value(k.value());
         match &mut current {

@@ -2,7 +2,7 @@
 //! in ARCHITECTURE.md) must be reported. Also guards the format-version check on open.
 
 use customerdb::{Customer, ErrorKind, Problem, Read, Result, Store};
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
 const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
@@ -262,5 +262,63 @@ fn verify_finds_a_wrong_value_count_and_a_store_without_counts_gets_them_on_open
     let tags = store.begin_read()?.value_counts(&customerdb::Index::Tag)?;
     assert_eq!(tags.values.len(), 1);
     assert_eq!((tags.values[0].1, tags.customers), (3, 3));
+    Ok(())
+}
+
+#[test]
+fn counts_leave_out_nearly_distinct_indexes_and_old_rules_are_rebuilt_on_open() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    {
+        let store = Store::open(&path)?;
+        let tx = store.begin_read()?;
+        for index in [customerdb::Index::CreatedAt, customerdb::Index::MatchKey] {
+            let err = tx.value_counts(&index).expect_err("not counted");
+            assert!(
+                matches!(
+                    err.kind(),
+                    ErrorKind::Invalid {
+                        reason: customerdb::normalize::Reason::NotCounted,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+    }
+    // A store counted under the first rules (every index; an empty marker): a count of a
+    // creation time, which the current rules do not keep, is dropped on open.
+    let created_at = 14u16.to_be_bytes();
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut stale = created_at.to_vec();
+        stale.extend_from_slice(b"stale");
+        txn.open_table(VALUE_COUNTS)
+            .unwrap()
+            .insert(stale.as_slice(), 1u64.to_be_bytes().as_slice())
+            .unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("value_counts", [].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    assert!(store.verify()?.is_clean());
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let counts = txn.open_table(VALUE_COUNTS).unwrap();
+    let per_value = counts
+        .iter()
+        .unwrap()
+        .filter(|e| {
+            let k = e.as_ref().unwrap().0.value().to_vec();
+            k.len() > 2 && k[..2] == created_at
+        })
+        .count();
+    assert_eq!(per_value, 0);
+    // The count of customers with any creation time is still kept.
+    assert!(counts.get(created_at.as_slice()).unwrap().is_some());
     Ok(())
 }
