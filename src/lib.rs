@@ -37,6 +37,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod crypt;
 pub mod dedup;
 mod error;
 pub mod import;
@@ -48,7 +49,7 @@ pub mod query;
 pub mod sample;
 mod store;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, KeyProblem, Result};
 pub use index::{Index, Scan, Value, ValueCounts};
 pub use model::{
     Activity, ActivityId, ActivityKind, ActivityRecord, ActivityType, Address, AddressParts,
