@@ -346,7 +346,7 @@ fn candidate_ids(
                 for x in &c.external_ids {
                     let key = crate::index::external_id_key(x.system(), x.id());
                     add(
-                        b.unique(&key)?
+                        b.lookup_unique(&key)?
                             .map(CustomerId::from_u64)
                             .into_iter()
                             .collect(),

@@ -1,0 +1,238 @@
+//! Encryption at rest inside the store (see [`StoreBuilder::encryption`](super::StoreBuilder)).
+//!
+//! An encrypted store seals each customer's record and the history entries about the customer
+//! under the customer's own data key, kept wrapped under a master key in `customer_keys`, and
+//! keeps blind hashes instead of personal values in its indexes. The primitives are in
+//! [`crate::crypt`]; this module decides what is sealed where.
+
+use std::sync::Arc;
+
+use redb::{ReadableTable, TableDefinition};
+use zeroize::Zeroizing;
+
+use crate::crypt::{self, Blinder, KeyProvider, SecretKey};
+use crate::error::{Error, ErrorKind, KeyProblem, Result};
+use crate::index::Entries;
+use crate::model::{CustomerId, Record, Schema};
+
+use super::{codec, storage};
+
+/// Customers' data keys: `customer id -> key id (u32 BE) ++ nonce ++ sealed data key`. Not in
+/// backups; erasure deletes the customer's row (crypto-shredding).
+pub(crate) const CUSTOMER_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("customer_keys");
+
+/// Meta key present in an encrypted store: the id (`u32` BE) of the master key its blind
+/// index hashes are made with.
+pub(crate) const META_ENCRYPTION: &str = "encryption";
+
+/// Meta key of the key check of master key `id`: a known block sealed under it.
+fn key_check_name(id: u32) -> String {
+    format!("key_check:{id}")
+}
+
+/// First byte of a sealed history entry (a plain one starts with the format version).
+const SEALED_HISTORY: u8 = 0xEC;
+
+/// The encryption of an opened store: its key provider and blind index key.
+pub(crate) struct Crypt {
+    keys: Arc<dyn KeyProvider>,
+    blinder: Blinder,
+}
+
+impl Crypt {
+    /// The blind index key.
+    pub(crate) fn blinder(&self) -> &Blinder {
+        &self.blinder
+    }
+
+    /// A new data key for customer `id` and its wrapped form (for `customer_keys`).
+    pub(crate) fn new_data_key(&self, id: u64) -> Result<(SecretKey, Vec<u8>)> {
+        let key = SecretKey::generate()?;
+        let wrapped = crypt::wrap(&*self.keys, &key, id)?;
+        Ok((key, wrapped))
+    }
+
+    /// Customer `id`'s data key from its wrapped form.
+    pub(crate) fn data_key(&self, id: u64, wrapped: &[u8]) -> Result<SecretKey> {
+        crypt::unwrap(&*self.keys, wrapped, id)
+    }
+
+    /// The entries of `rec` with the personal indexes blinded.
+    pub(crate) fn entries(&self, rec: &Record, schema: &Schema) -> Entries {
+        let mut e = crate::index::entries(rec, schema);
+        e.blind(&self.blinder);
+        e
+    }
+}
+
+/// Seals a customer's encoded record under its data key.
+pub(crate) fn seal_record(key: &SecretKey, rec: &Record) -> Result<Vec<u8>> {
+    let plain = Zeroizing::new(codec::encode(rec)?);
+    crypt::seal(key, &record_aad(rec.id.as_u64()), &plain)
+}
+
+/// The record sealed by [`seal_record`] under `id`.
+pub(crate) fn open_record(key: &SecretKey, id: u64, sealed: &[u8]) -> Result<Record> {
+    let plain = crypt::open(key, &record_aad(id), sealed, "customer record")?;
+    super::read::decode_record(id, &plain)
+}
+
+/// Seals history entry `seq` about customer `id`: `0xEC ++ id (8) ++ sealed entry`.
+pub(crate) fn seal_history(key: &SecretKey, id: u64, seq: u64, entry: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![SEALED_HISTORY];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&crypt::seal(key, &history_aad(id, seq), entry)?);
+    Ok(out)
+}
+
+fn record_aad(id: u64) -> [u8; 16] {
+    let mut aad = *b"customer\0\0\0\0\0\0\0\0";
+    aad[8..].copy_from_slice(&id.to_be_bytes());
+    aad
+}
+
+fn history_aad(id: u64, seq: u64) -> [u8; 23] {
+    let mut aad = [0u8; 23];
+    aad[..7].copy_from_slice(b"history");
+    aad[7..15].copy_from_slice(&id.to_be_bytes());
+    aad[15..].copy_from_slice(&seq.to_be_bytes());
+    aad
+}
+
+/// The customer a sealed history entry is about, or `None` for a plain entry.
+pub(crate) fn sealed_history_owner(bytes: &[u8]) -> Result<Option<u64>> {
+    match bytes.split_first() {
+        Some((&SEALED_HISTORY, rest)) => {
+            let (id, _) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| Error::corrupted("history entry", "sealed entry too short"))?;
+            Ok(Some(u64::from_be_bytes(*id)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The encoded entry `seq` inside a sealed history entry about `id` (see
+/// [`sealed_history_owner`]).
+pub(crate) fn open_history(
+    key: &SecretKey,
+    id: u64,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let sealed = bytes.get(9..).unwrap_or_default();
+    crypt::open(key, &history_aad(id, seq), sealed, "history entry")
+}
+
+/// Customer `id`'s data key from `wrapped` (its `customer_keys` row), or
+/// [`KeyProblem::Shredded`] if there is none.
+pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Result<SecretKey> {
+    match wrapped {
+        Some(w) => crypt.data_key(id, w),
+        None => Err(Error::new(ErrorKind::Key(KeyProblem::Shredded(
+            CustomerId::from_u64(id),
+        )))),
+    }
+}
+
+/// Decodes a stored record: opened under its customer's data key (read from `keys`) in an
+/// encrypted store, decoded as it is in a plain one.
+pub(crate) fn decode_stored(
+    crypt: Option<&Crypt>,
+    keys: Option<&impl ReadableTable<u64, &'static [u8]>>,
+    id: u64,
+    bytes: &[u8],
+) -> Result<Record> {
+    let (Some(c), Some(keys)) = (crypt, keys) else {
+        return super::read::decode_record(id, bytes);
+    };
+    let wrapped = keys.get(id).map_err(storage)?;
+    let key = data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))?;
+    open_record(&key, id, bytes)
+}
+
+/// Customer `id`'s data key from the data keys table `keys` of the store encrypted with
+/// `crypt` ([`KeyProblem::NotEncrypted`] for a plain store).
+pub(crate) fn data_key_in(
+    crypt: Option<&Crypt>,
+    keys: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<SecretKey> {
+    let c = crypt.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NotEncrypted)))?;
+    let wrapped = keys.get(id).map_err(storage)?;
+    data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))
+}
+
+/// The data keys of one read snapshot, for the lazy readers ([`super::Customers`],
+/// [`super::ChangeFeed`]) that outlive a borrow of their transaction.
+pub(crate) struct Keyring {
+    pub(crate) crypt: Arc<Crypt>,
+    pub(crate) table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl Keyring {
+    /// Customer `id`'s data key.
+    pub(crate) fn data_key(&self, id: u64) -> Result<SecretKey> {
+        let wrapped = self.table.get(id).map_err(storage)?;
+        data_key_of(
+            &self.crypt,
+            id,
+            wrapped.as_ref().map(redb::AccessGuard::value),
+        )
+    }
+
+    /// Customer `id`'s stored record.
+    pub(crate) fn record(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        decode_stored(Some(&self.crypt), Some(&self.table), id, bytes)
+    }
+}
+
+/// Sets up or checks encryption when a store is opened: a new store given `keys` becomes
+/// encrypted; an encrypted one needs `keys` holding its blind index key (checked against the
+/// stored key check, so a wrong key is refused here and not found out as garbage later); a
+/// plain one refuses `keys`. The current master key gets a key check if it has none yet.
+pub(crate) fn initialise(
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+    keys: Option<Arc<dyn KeyProvider>>,
+    new: bool,
+) -> Result<Option<Arc<Crypt>>> {
+    let stored = meta
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let key_error = |p| Err(Error::new(ErrorKind::Key(p)));
+    let (keys, blind_id) = match (keys, stored) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return key_error(KeyProblem::Missing),
+        (Some(_), None) if !new => return key_error(KeyProblem::NotEncrypted),
+        (Some(keys), None) => {
+            let id = keys.current_key_id();
+            meta.insert(META_ENCRYPTION, id.to_be_bytes().as_slice())
+                .map_err(storage)?;
+            (keys, id)
+        }
+        (Some(keys), Some(v)) => {
+            let id: [u8; 4] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupted("encryption marker", "not 4 bytes"))?;
+            (keys, u32::from_be_bytes(id))
+        }
+    };
+    for id in [blind_id, keys.current_key_id()] {
+        let name = key_check_name(id);
+        let check = meta
+            .get(name.as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        if let Some(check) = check {
+            crypt::verify_key_check(&*keys, id, &check)?;
+        } else {
+            let check = crypt::key_check(&*keys, id)?;
+            meta.insert(name.as_str(), check.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    let blinder = Blinder::new(&*keys, blind_id)?;
+    Ok(Some(Arc::new(Crypt { keys, blinder })))
+}
