@@ -162,6 +162,11 @@ pub enum KeyProblem {
     /// A key provider was given for a store that is not encrypted (encryption is chosen when a
     /// store is created).
     NotEncrypted,
+    /// A backup of an encrypted store holds no data keys: restore it with the store it was taken
+    /// from as their source (`StoreBuilder::data_keys_from`).
+    NoDataKeys,
+    /// The operation is not supported on an encrypted store yet.
+    Unsupported(&'static str),
     /// The customer's data key is gone: the customer was erased (crypto-shredding), so what
     /// was sealed under it cannot be read.
     Shredded(CustomerId),
@@ -192,6 +197,12 @@ impl fmt::Display for KeyProblem {
             KeyProblem::NotEncrypted => f.write_str(
                 "the store is not encrypted; encryption is chosen when a store is created",
             ),
+            KeyProblem::NoDataKeys => f.write_str(
+                "a backup of an encrypted store holds no data keys: restore it with data_keys_from",
+            ),
+            KeyProblem::Unsupported(what) => {
+                write!(f, "{what} is not supported on an encrypted store yet")
+            }
             KeyProblem::Shredded(id) => {
                 write!(f, "the data key of customer {id} is destroyed (erased)")
             }

@@ -5,7 +5,10 @@
 //! keeps blind hashes instead of personal values in its indexes. The primitives are in
 //! [`crate::crypt`]; this module decides what is sealed where.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use redb::{ReadableTable, TableDefinition};
 use zeroize::Zeroizing;
@@ -15,7 +18,8 @@ use crate::error::{Error, ErrorKind, KeyProblem, Result};
 use crate::index::Entries;
 use crate::model::{CustomerId, Record, Schema};
 
-use super::{codec, storage};
+use super::read::Backend as _;
+use super::{CUSTOMERS, POSTINGS, Table, UNIQUES, codec, storage};
 
 /// Customers' data keys: `customer id -> key id (u32 BE) ++ nonce ++ sealed data key`. Not in
 /// backups; erasure deletes the customer's row (crypto-shredding).
@@ -235,4 +239,149 @@ pub(crate) fn initialise(
     }
     let blinder = Blinder::new(&*keys, blind_id)?;
     Ok(Some(Arc::new(Crypt { keys, blinder })))
+}
+
+/// Completes the restore of a backup into `db`. A backup of an encrypted store holds no data
+/// keys: they are copied from `live` (the store the backup was taken from, or its successor)
+/// for every customer the backup holds, by record or by history. A customer whose key `live`
+/// no longer has was erased after the backup was taken: its data is unreadable
+/// (crypto-shredding), so it is purged from the restored store and left as a tombstone.
+/// Returns the ids purged. A plain backup needs nothing.
+pub(crate) fn restore_data_keys(
+    db: &redb::Database,
+    live: Option<&super::Store>,
+) -> Result<Vec<CustomerId>> {
+    let txn = db.begin_write().map_err(storage)?;
+    let encrypted = txn
+        .open_table(super::META)
+        .map_err(storage)?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .is_some();
+    if !encrypted {
+        return Ok(Vec::new());
+    }
+    let live = live.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NoDataKeys)))?;
+    let src = live.begin_read()?;
+    let live_keys = src.raw_customer_keys()?;
+    let mut gone = BTreeSet::new();
+    {
+        let mut held: BTreeSet<u64> = BTreeSet::new();
+        for item in txn
+            .open_table(CUSTOMERS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            held.insert(item.map_err(storage)?.0.value());
+        }
+        let history = txn
+            .open_table(Table::CustomerHistory.def())
+            .map_err(storage)?;
+        for item in history.iter().map_err(storage)? {
+            held.extend(head_id(item.map_err(storage)?.0.value()));
+        }
+        let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        for id in held {
+            match live_keys.get(id).map_err(storage)? {
+                Some(w) => drop(keys.insert(id, w.value()).map_err(storage)?),
+                None => drop(gone.insert(id)),
+            }
+        }
+    }
+    if !gone.is_empty() {
+        purge(&txn, &gone, src.now())?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(gone.into_iter().map(CustomerId::from_u64).collect())
+}
+
+/// The id at the start of a key (`customer ++ ...`).
+fn head_id(k: &[u8]) -> Option<u64> {
+    k.split_first_chunk::<8>()
+        .map(|(id, _)| u64::from_be_bytes(*id))
+}
+
+/// The id at the end of a key (`... ++ customer`).
+fn tail_id(k: &[u8]) -> Option<u64> {
+    k.split_last_chunk::<8>()
+        .map(|(_, id)| u64::from_be_bytes(*id))
+}
+
+/// Removes everything a restored backup holds of the customers in `gone` (whose data keys are
+/// destroyed), from the raw tables, and leaves a tombstone for each.
+fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>) -> Result<()> {
+    let has = |id: Option<u64>| id.is_some_and(|id| gone.contains(&id));
+    let raw = |t: Table| txn.open_table(t.def()).map_err(storage);
+    txn.open_table(CUSTOMERS)
+        .map_err(storage)?
+        .retain(|id, _| !gone.contains(&id))
+        .map_err(storage)?;
+    let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
+    postings.retain(|k, ()| !has(tail_id(k))).map_err(storage)?;
+    txn.open_table(UNIQUES)
+        .map_err(storage)?
+        .retain(|_, id| !gone.contains(&id))
+        .map_err(storage)?;
+    raw(Table::Metrics)?
+        .retain(|k, _| !has(head_id(k)))
+        .map_err(storage)?;
+    // Activities (`customer ++ at ++ activity id`) with their by-id and by-time entries.
+    let mut activities = Vec::new();
+    raw(Table::Activities)?
+        .retain(|k, _| {
+            let drop = has(head_id(k));
+            if drop {
+                activities.push(k.to_vec());
+            }
+            !drop
+        })
+        .map_err(storage)?;
+    let (mut by_id, mut by_time) = (raw(Table::ActivityIds)?, raw(Table::ActivityTime)?);
+    for k in activities.iter().filter(|k| k.len() == 24) {
+        by_id.remove(&k[16..]).map_err(storage)?;
+        by_time.remove(&k[8..]).map_err(storage)?;
+    }
+    let mut seqs = Vec::new();
+    raw(Table::CustomerHistory)?
+        .retain(|k, _| {
+            let drop = has(head_id(k));
+            if drop {
+                seqs.extend(k.get(8..).map(<[u8]>::to_vec));
+            }
+            !drop
+        })
+        .map_err(storage)?;
+    let mut history = raw(Table::History)?;
+    for seq in seqs {
+        history.remove(seq.as_slice()).map_err(storage)?;
+    }
+    raw(Table::Review)?
+        .retain(|k, _| !has(head_id(k)) && !has(tail_id(k)))
+        .map_err(storage)?;
+    raw(Table::Aliases)?
+        .retain(|k, v| !has(head_id(k)) && !has(head_id(v)))
+        .map_err(storage)?;
+    let ids: BTreeSet<CustomerId> = gone.iter().copied().map(CustomerId::from_u64).collect();
+    raw(Table::Merges)?
+        .retain(|_, v| !super::dedup::merge_log_involves(v, &ids))
+        .map_err(storage)?;
+    let mut tombstones = raw(Table::Tombstones)?;
+    for id in &ids {
+        let key = id.as_u64().to_be_bytes();
+        if tombstones.get(key.as_slice()).map_err(storage)?.is_none() {
+            let tomb = super::Tombstone {
+                id: *id,
+                at: now,
+                by: None,
+                reason: "erased after the backup was taken: its data key is destroyed".into(),
+                aliases: Vec::new(),
+            };
+            tombstones
+                .insert(key.as_slice(), codec::encode(&tomb)?.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    let mut counts = raw(Table::ValueCounts)?;
+    super::write::rebuild_value_counts(&postings, &mut counts)
 }

@@ -540,6 +540,7 @@ pub struct StoreBuilder {
     retention: HistoryRetention,
     suppression_key: Option<Vec<u8>>,
     keys: Option<Arc<dyn KeyProvider>>,
+    data_keys_from: Option<Store>,
 }
 
 impl Default for StoreBuilder {
@@ -554,6 +555,7 @@ impl Default for StoreBuilder {
             retention: HistoryRetention::KeepAll,
             suppression_key: None,
             keys: None,
+            data_keys_from: None,
         }
     }
 }
@@ -632,6 +634,15 @@ impl StoreBuilder {
     /// ```
     pub fn encryption(mut self, keys: impl KeyProvider + 'static) -> Self {
         self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Where [`StoreBuilder::restore_from`] takes the data keys of an encrypted backup from
+    /// (backups hold none): `live`, the store the backup was taken from. Customers erased in
+    /// `live` since the backup was taken have no key there any more, so their data in the
+    /// backup is unreadable; the restore drops it and leaves a tombstone.
+    pub fn data_keys_from(mut self, live: &Store) -> Self {
+        self.data_keys_from = Some(live.clone());
         self
     }
 

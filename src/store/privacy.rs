@@ -286,9 +286,6 @@ impl WriteTxn {
             std::iter::once(id).chain(aliases.iter().copied()).collect();
         self.remove_silently(id)?;
         for who in &everyone {
-            // Crypto-shredding: what is sealed under these keys, in this file's freed pages
-            // or in any backup, can no longer be read.
-            self.destroy_data_key(who.as_u64())?;
             for c in super::timeline::history_until(self, *who, u64::MAX - 1)? {
                 self.put_raw(Table::History, be(c.seq).to_vec(), None)?;
                 let mut k = be(who.as_u64()).to_vec();
@@ -296,6 +293,9 @@ impl WriteTxn {
                 self.put_raw(Table::CustomerHistory, k, None)?;
             }
             self.put_raw(Table::Aliases, be(who.as_u64()).to_vec(), None)?;
+            // Crypto-shredding: what is sealed under these keys, in this file's freed pages
+            // or in any backup, can no longer be read.
+            self.destroy_data_key(who.as_u64())?;
         }
         let split = |k: &[u8]| -> Option<(u64, u64)> {
             let (a, b) = k.split_at_checked(8)?;

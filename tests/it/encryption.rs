@@ -309,3 +309,62 @@ fn duplicates_are_found_on_an_encrypted_store_as_on_a_plain_one() -> Result<()> 
     assert!(!tx.duplicates_of(&copy, 0.5)?.is_empty());
     Ok(())
 }
+
+#[test]
+fn an_old_backup_restored_after_an_erasure_does_not_reveal_the_erased() -> Result<()> {
+    let people = sample::generate(0x0BAC_CF11, 40);
+    let dir = tempfile::tempdir()?;
+    let live = encrypted().create(dir.path().join("live.redb"))?;
+    let mut tx = live.begin_write()?;
+    let ids: Vec<_> = people
+        .iter()
+        .map(|p| tx.insert(p.to_builder()))
+        .collect::<Result<_>>()?;
+    tx.commit()?;
+    let mut tx = live.begin_write()?;
+    for id in &ids[..5] {
+        let mut c = tx.get(*id)?.unwrap().customer;
+        c.job_title = Some("Archivist".into());
+        tx.update(*id, c)?;
+    }
+    tx.commit()?;
+    let backup = dir.path().join("before.cdbk");
+    live.backup_to(&backup)?;
+    // The backup holds sealed records and no data keys.
+    let bytes = std::fs::read(&backup)?;
+    assert!(!people.iter().any(|p| contains(&bytes, p.email.as_bytes())));
+
+    let mut tx = live.begin_write_as("dpo")?;
+    tx.erase(ids[0], "art. 17 request", customerdb::Suppress::No)?;
+    tx.commit()?;
+
+    // Without a source of data keys the backup cannot be restored readable.
+    let e = encrypted()
+        .restore_from(&backup, dir.path().join("no-keys.redb"))
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::NoDataKeys);
+
+    let restored = encrypted()
+        .data_keys_from(&live)
+        .restore_from(&backup, dir.path().join("restored.redb"))?;
+    let tx = restored.begin_read()?;
+    assert!(tx.get(ids[0])?.is_none());
+    assert!(tx.find_by_email(&people[0].email)?.is_none());
+    assert!(tx.tombstone(ids[0])?.is_some());
+    assert!(
+        tx.changes(0, 10_000)?
+            .iter()
+            .all(|c| c.customer != Some(ids[0]))
+    );
+    let now = live.begin_read()?;
+    for id in &ids[1..] {
+        assert_eq!(
+            tx.get(*id)?.unwrap().customer,
+            now.get(*id)?.unwrap().customer
+        );
+    }
+    assert_eq!(tx.count()?, ids.len() as u64 - 1);
+    let report = restored.verify()?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    Ok(())
+}
