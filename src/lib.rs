@@ -85,6 +85,8 @@ pub mod cookbook_doctests {
     pub struct BackupRestore;
     #[doc = include_str!("../docs/cookbook/roles.md")]
     pub struct Roles;
+    #[doc = include_str!("../docs/cookbook/encryption.md")]
+    pub struct Encryption;
 }
 
 /// The README's examples, compiled and run as doctests.
