@@ -250,14 +250,15 @@ fn data_key_aad(owner: u64) -> [u8; 11] {
 /// Wraps customer `owner`'s data key under the current master key:
 /// `key id (u32 BE) ++ seal(wrapping key, "dek" ++ owner, data key)`.
 pub(crate) fn wrap(keys: &dyn KeyProvider, data_key: &SecretKey, owner: u64) -> Result<Vec<u8>> {
+    wrap_for(keys, data_key, &data_key_aad(owner))
+}
+
+/// Wraps `key` under the current master key with associated data `aad`.
+fn wrap_for(keys: &dyn KeyProvider, key: &SecretKey, aad: &[u8]) -> Result<Vec<u8>> {
     let id = keys.current_key_id();
     let wrapping = master(keys, id)?.derive("wrap")?;
     let mut out = id.to_be_bytes().to_vec();
-    out.extend_from_slice(&seal(
-        &wrapping,
-        &data_key_aad(owner),
-        data_key.0.as_slice(),
-    )?);
+    out.extend_from_slice(&seal(&wrapping, aad, key.0.as_slice())?);
     Ok(out)
 }
 
@@ -271,14 +272,35 @@ pub(crate) fn wrapped_key_id(wrapped: &[u8]) -> Result<u32> {
 
 /// Unwraps customer `owner`'s data key made by [`wrap`].
 pub(crate) fn unwrap(keys: &dyn KeyProvider, wrapped: &[u8], owner: u64) -> Result<SecretKey> {
+    unwrap_for(keys, wrapped, &data_key_aad(owner), "data key")
+}
+
+fn unwrap_for(
+    keys: &dyn KeyProvider,
+    wrapped: &[u8],
+    aad: &[u8],
+    what: &'static str,
+) -> Result<SecretKey> {
     let id = wrapped_key_id(wrapped)?;
     let wrapping = master(keys, id)?.derive("wrap")?;
-    let plain = open(&wrapping, &data_key_aad(owner), &wrapped[4..], "data key")?;
+    let plain = open(&wrapping, aad, &wrapped[4..], what)?;
     let key: [u8; 32] = plain
         .as_slice()
         .try_into()
-        .map_err(|_| key_error(KeyProblem::Unauthentic { what: "data key" }))?;
+        .map_err(|_| key_error(KeyProblem::Unauthentic { what }))?;
     Ok(SecretKey(Zeroizing::new(key)))
+}
+
+const BLIND_KEY_AAD: &[u8] = b"customerdb blind index key";
+
+/// Wraps a store's blind index key as [`wrap`] wraps a data key.
+pub(crate) fn wrap_blind_key(keys: &dyn KeyProvider, key: &SecretKey) -> Result<Vec<u8>> {
+    wrap_for(keys, key, BLIND_KEY_AAD)
+}
+
+/// Unwraps a blind index key made by [`wrap_blind_key`].
+pub(crate) fn unwrap_blind_key(keys: &dyn KeyProvider, wrapped: &[u8]) -> Result<SecretKey> {
+    unwrap_for(keys, wrapped, BLIND_KEY_AAD, "blind index key")
 }
 
 const KEY_CHECK_AAD: &[u8] = b"customerdb key check";
@@ -314,10 +336,10 @@ pub(crate) const BLIND_LEN: usize = 16;
 pub(crate) struct Blinder(Hmac<Sha256>);
 
 impl Blinder {
-    /// The blinder of master key `id`. It cannot change without rebuilding every blinded
-    /// index, so a store keeps the id of the key it was made with.
-    pub(crate) fn new(keys: &dyn KeyProvider, id: u32) -> Result<Blinder> {
-        let key = master(keys, id)?.derive("blind index")?;
+    /// The blinder of a blind index key: a random key of the store, kept wrapped under the
+    /// master key like a data key, so a master key rotation does not change it (changing it
+    /// would mean rebuilding every blinded index).
+    pub(crate) fn new(key: &SecretKey) -> Result<Blinder> {
         Ok(Blinder(hmac(key.0.as_slice())?))
     }
 
@@ -409,13 +431,13 @@ mod tests {
 
     #[test]
     fn blind_hashes_are_equal_for_equal_values_only() {
-        let keys = Keys::new(1, key(1));
-        let b = Blinder::new(&keys, 1).unwrap();
+        let k = SecretKey::generate().unwrap();
+        let b = Blinder::new(&k).unwrap();
         let h = b.blind(1, b"ada@example.com");
         assert_eq!(h, b.blind(1, b"ada@example.com"));
         assert_ne!(h, b.blind(1, b"bob@example.com"));
         assert_ne!(h, b.blind(3, b"ada@example.com"));
-        let other = Blinder::new(&Keys::new(1, key(2)), 1).unwrap();
+        let other = Blinder::new(&SecretKey::generate().unwrap()).unwrap();
         assert_ne!(h, other.blind(1, b"ada@example.com"));
     }
 

@@ -25,8 +25,8 @@ use super::{CUSTOMERS, POSTINGS, Table, UNIQUES, codec, storage};
 /// backups; erasure deletes the customer's row (crypto-shredding).
 pub(crate) const CUSTOMER_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("customer_keys");
 
-/// Meta key present in an encrypted store: the id (`u32` BE) of the master key its blind
-/// index hashes are made with.
+/// Meta key present in an encrypted store: its blind index key, wrapped under a master key as
+/// a data key is (`key id (u32 BE) ++ nonce ++ sealed key`).
 pub(crate) const META_ENCRYPTION: &str = "encryption";
 
 /// Meta key of the key check of master key `id`: a known block sealed under it.
@@ -192,9 +192,11 @@ impl Keyring {
 }
 
 /// Sets up or checks encryption when a store is opened: a new store given `keys` becomes
-/// encrypted; an encrypted one needs `keys` holding its blind index key (checked against the
-/// stored key check, so a wrong key is refused here and not found out as garbage later); a
-/// plain one refuses `keys`. The current master key gets a key check if it has none yet.
+/// encrypted, with a random blind index key wrapped under the current master key; an
+/// encrypted one needs `keys` holding the master key its blind index key is wrapped under
+/// (checked against the stored key check, so a wrong key is refused here and not found out as
+/// garbage later); a plain one refuses `keys`. The current master key gets a key check if it
+/// has none yet.
 pub(crate) fn initialise(
     meta: &mut redb::Table<&'static str, &'static [u8]>,
     keys: Option<Arc<dyn KeyProvider>>,
@@ -205,25 +207,19 @@ pub(crate) fn initialise(
         .map_err(storage)?
         .map(|v| v.value().to_vec());
     let key_error = |p| Err(Error::new(ErrorKind::Key(p)));
-    let (keys, blind_id) = match (keys, stored) {
+    let (keys, wrapped) = match (keys, stored) {
         (None, None) => return Ok(None),
         (None, Some(_)) => return key_error(KeyProblem::Missing),
         (Some(_), None) if !new => return key_error(KeyProblem::NotEncrypted),
         (Some(keys), None) => {
-            let id = keys.current_key_id();
-            meta.insert(META_ENCRYPTION, id.to_be_bytes().as_slice())
+            let wrapped = crypt::wrap_blind_key(&*keys, &SecretKey::generate()?)?;
+            meta.insert(META_ENCRYPTION, wrapped.as_slice())
                 .map_err(storage)?;
-            (keys, id)
+            (keys, wrapped)
         }
-        (Some(keys), Some(v)) => {
-            let id: [u8; 4] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::corrupted("encryption marker", "not 4 bytes"))?;
-            (keys, u32::from_be_bytes(id))
-        }
+        (Some(keys), Some(wrapped)) => (keys, wrapped),
     };
-    for id in [blind_id, keys.current_key_id()] {
+    for id in [crypt::wrapped_key_id(&wrapped)?, keys.current_key_id()] {
         let name = key_check_name(id);
         let check = meta
             .get(name.as_str())
@@ -237,8 +233,82 @@ pub(crate) fn initialise(
                 .map_err(storage)?;
         }
     }
-    let blinder = Blinder::new(&*keys, blind_id)?;
+    let blinder = Blinder::new(&crypt::unwrap_blind_key(&*keys, &wrapped)?)?;
     Ok(Some(Arc::new(Crypt { keys, blinder })))
+}
+
+/// Meta key of a key rotation in progress: the next customer id (`u64` LE) to re-wrap.
+const META_ROTATION: &str = "key_rotation";
+
+impl super::Store {
+    /// Re-wraps the store's keys (every customer's data key and the blind index key) under
+    /// the key provider's current master key, in write transactions of `batch` customers, so
+    /// readers and writers go on between batches and data wrapped under either key stays
+    /// readable meanwhile. Progress is kept in the store: after a crash, call it again and it
+    /// goes on where it stopped. Returns how many data keys it re-wrapped.
+    ///
+    /// Once it returns, the store opens with a provider holding only the current master key.
+    /// Sealed data is not re-encrypted (its data keys do not change); old wrapped keys may
+    /// linger in freed pages until [`Store::compact`](super::Store::compact).
+    ///
+    /// # Errors
+    /// [`KeyProblem::NotEncrypted`] for a plain store; [`ErrorKind::Key`] if the provider
+    /// lacks a master key some data key is wrapped under.
+    pub fn rotate_keys(&self, batch: usize) -> Result<u64> {
+        let c = self
+            .inner
+            .config
+            .crypt
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NotEncrypted)))?;
+        let current = c.keys.current_key_id();
+        let mut done = 0;
+        loop {
+            let txn = self.inner.db.begin_write().map_err(storage)?;
+            let finished = {
+                let mut meta = txn.open_table(super::META).map_err(storage)?;
+                let from = super::read_counter(&meta, META_ROTATION)?.unwrap_or(0);
+                let blind = meta
+                    .get(META_ENCRYPTION)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                if let Some(w) = blind.filter(|w| crypt::wrapped_key_id(w).ok() != Some(current)) {
+                    let key = crypt::unwrap_blind_key(&*c.keys, &w)?;
+                    let rewrapped = crypt::wrap_blind_key(&*c.keys, &key)?;
+                    meta.insert(META_ENCRYPTION, rewrapped.as_slice())
+                        .map_err(storage)?;
+                }
+                let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+                let (mut stale, mut next) = (Vec::new(), None);
+                for (n, item) in keys.range(from..).map_err(storage)?.enumerate() {
+                    let (id, w) = item.map_err(storage)?;
+                    if n == batch.max(1) {
+                        next = Some(id.value());
+                        break;
+                    }
+                    if crypt::wrapped_key_id(w.value())? != current {
+                        stale.push((id.value(), w.value().to_vec()));
+                    }
+                }
+                for (id, w) in stale {
+                    let rewrapped = crypt::wrap(&*c.keys, &c.data_key(id, &w)?, id)?;
+                    keys.insert(id, rewrapped.as_slice()).map_err(storage)?;
+                    done += 1;
+                }
+                if let Some(n) = next {
+                    meta.insert(META_ROTATION, n.to_le_bytes().as_slice())
+                        .map_err(storage)?;
+                } else {
+                    meta.remove(META_ROTATION).map_err(storage)?;
+                }
+                next.is_none()
+            };
+            txn.commit().map_err(storage)?;
+            if finished {
+                return Ok(done);
+            }
+        }
+    }
 }
 
 /// Completes the restore of a backup into `db`. A backup of an encrypted store holds no data

@@ -368,3 +368,55 @@ fn an_old_backup_restored_after_an_erasure_does_not_reveal_the_erased() -> Resul
     assert!(report.is_clean(), "{:?}", report.problems);
     Ok(())
 }
+
+#[test]
+fn rotating_the_master_key_keeps_everything_readable_and_retires_the_old_key() -> Result<()> {
+    let people = sample::generate(0x0007_0A7E, 25);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rot.redb");
+    let before = {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        for p in &people {
+            tx.insert(p.to_builder())?;
+        }
+        tx.commit()?;
+        let customers: Vec<_> = store.begin_read()?.customers()?.collect::<Result<_>>()?;
+        customers
+    };
+    let new_key = || MasterKey::from_bytes(&[9; 32]).unwrap();
+    {
+        let store = Store::builder()
+            .default_region("GB")
+            .encryption(keys(7).with(2, new_key()))
+            .open(&path)?;
+        // New customers get data keys under the new current key at once.
+        let mut tx = store.begin_write()?;
+        tx.insert(customerdb::Customer::builder().name("Rosalind Franklin"))?;
+        tx.commit()?;
+        // Resumable batches: 4 customers per transaction.
+        assert_eq!(store.rotate_keys(4)?, people.len() as u64);
+        assert_eq!(store.rotate_keys(4)?, 0, "nothing left under the old key");
+        assert!(store.verify()?.is_clean());
+    }
+    // The old master key is no longer needed, and no longer enough.
+    let only_new = Keys::new(2, new_key());
+    let store = Store::builder().encryption(only_new).open(&path)?;
+    let tx = store.begin_read()?;
+    for r in &before {
+        assert_eq!(tx.get(r.id)?.unwrap().customer, r.customer);
+    }
+    assert_eq!(
+        tx.find_by_email(&people[3].email)?.map(|r| r.id),
+        Some(before[3].id)
+    );
+    assert_eq!(tx.changes(0, 1000)?.len(), people.len() + 1);
+    assert!(store.verify()?.is_clean());
+    drop((tx, store));
+    let e = Store::builder()
+        .encryption(keys(7))
+        .open(&path)
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::UnknownKeyId(2));
+    Ok(())
+}
