@@ -103,6 +103,62 @@ fn history_aad(id: u64, seq: u64) -> [u8; 23] {
     aad
 }
 
+/// First byte of a sealed merge log (a plain one starts with the format version).
+const SEALED_MERGE: u8 = 0xED;
+
+/// Seals merge log `merge` under the survivor's data key: `0xED ++ count (u32 BE) ++ ids (8
+/// each, the survivor first, then the merged customers) ++ sealed log`. The ids stay readable
+/// (they are no personal data) so erasure finds the logs naming a customer without keys.
+pub(crate) fn seal_merge_log(
+    key: &SecretKey,
+    merge: u64,
+    ids: &[u64],
+    log: &[u8],
+) -> Result<Vec<u8>> {
+    let mut out = vec![SEALED_MERGE];
+    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    let aad = merge_aad(merge, &out);
+    out.extend_from_slice(&crypt::seal(key, &aad, log)?);
+    Ok(out)
+}
+
+fn merge_aad(merge: u64, head: &[u8]) -> Vec<u8> {
+    let mut aad = b"merge".to_vec();
+    aad.extend_from_slice(&merge.to_be_bytes());
+    aad.extend_from_slice(head);
+    aad
+}
+
+/// The ids a sealed merge log names (survivor first) and where its sealed part starts, or
+/// `None` for a plain log.
+pub(crate) fn sealed_merge_ids(bytes: &[u8]) -> Option<(Vec<u64>, usize)> {
+    let (&SEALED_MERGE, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let (n, rest) = rest.split_first_chunk::<4>()?;
+    let n = u32::from_be_bytes(*n) as usize;
+    let ids = rest.get(..n.checked_mul(8)?)?;
+    let ids = ids
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    Some((ids, 5 + n * 8))
+}
+
+/// The encoded merge log `merge` inside a sealed one whose head ends at `at`.
+pub(crate) fn open_merge_log(
+    key: &SecretKey,
+    merge: u64,
+    bytes: &[u8],
+    at: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let (head, sealed) = bytes.split_at_checked(at).unwrap_or((bytes, &[]));
+    crypt::open(key, &merge_aad(merge, head), sealed, "merge log")
+}
+
 /// The customer a sealed history entry is about, or `None` for a plain entry.
 pub(crate) fn sealed_history_owner(bytes: &[u8]) -> Result<Option<u64>> {
     match bytes.split_first() {

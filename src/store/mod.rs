@@ -612,14 +612,16 @@ impl StoreBuilder {
     /// without them refuses them ([`crate::KeyProblem::NotEncrypted`]: encrypting an existing
     /// store means exporting and importing it).
     ///
-    /// What is encrypted: each record (every field) and each history entry about a customer,
-    /// sealed with XChaCha20-Poly1305 under the customer's own random data key; the data keys
+    /// What is encrypted: each record (every field), each history entry about a customer and
+    /// each merge log, sealed with XChaCha20-Poly1305 under the customer's own random data key
+    /// (a merge log under the survivor's); the data keys
     /// are wrapped under the current master key and are never in a backup. The indexes of
     /// personal values (email, external id, phone, names, phonetic code, postcode, locality,
     /// birth date, match keys) hold keyed hashes, so lookups by equality, uniqueness and
     /// duplicate blocking work, while range and prefix scans of them are refused with
     /// [`ErrorKind::Blinded`]. Country, tags, stage, owner, dates, metrics, indexed custom
-    /// attributes, activities and merge logs are not encrypted.
+    /// attributes and activities are not encrypted. Master keys rotate with
+    /// [`Store::rotate_keys`].
     ///
     /// ```
     /// use customerdb::crypt::{Keys, MasterKey};

@@ -420,3 +420,43 @@ fn rotating_the_master_key_keeps_everything_readable_and_retires_the_old_key() -
     assert_eq!(key_problem(&e), KeyProblem::UnknownKeyId(2));
     Ok(())
 }
+
+#[test]
+fn merge_logs_are_sealed_and_unmerge_still_works() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("merge.redb");
+    let email = "marguerite.perey@institut-curie.example";
+    let (a, b, merge) = {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        let a = tx.insert(customerdb::Customer::builder().name("Marguerite Perey"))?;
+        let b = tx.insert(
+            customerdb::Customer::builder()
+                .name("Marguerite Catherine Perey")
+                .email(email),
+        )?;
+        let plan = tx.merge_plan(a, &[b], &customerdb::Survivorship::Survivor)?;
+        let merge = tx.merge(&plan)?;
+        tx.commit()?;
+        (a, b, merge)
+    };
+    let bytes = std::fs::read(&path)?;
+    assert!(!contains(&bytes, email.as_bytes()));
+    assert!(!contains(&bytes, b"Catherine"));
+    let store = encrypted().open(&path)?;
+    let mut tx = store.begin_write()?;
+    tx.unmerge(merge)?;
+    tx.commit()?;
+    let tx = store.begin_read()?;
+    assert_eq!(tx.find_by_email(email)?.map(|r| r.id), Some(b));
+    assert!(tx.get(a)?.unwrap().customer.emails.is_empty());
+    drop(tx);
+    assert!(store.verify()?.is_clean());
+    // Erasing the customer once merged finds the sealed log by its readable ids and removes it.
+    let mut tx = store.begin_write()?;
+    tx.erase(b, "asked", customerdb::Suppress::No)?;
+    tx.commit()?;
+    assert!(store.begin_read()?.subject_export(a).is_ok());
+    assert!(store.verify()?.is_clean());
+    Ok(())
+}
