@@ -614,12 +614,11 @@ impl StoreBuilder {
     ///
     /// What is encrypted: each record (every field), each history entry about a customer and
     /// each merge log, sealed with XChaCha20-Poly1305 under the customer's own random data key
-    /// (a merge log under the survivor's); the data keys
-    /// are wrapped under the current master key and are never in a backup. The indexes of
-    /// personal values (email, external id, phone, names, phonetic code, postcode, locality,
-    /// birth date, match keys) hold keyed hashes, so lookups by equality, uniqueness and
-    /// duplicate blocking work, while range and prefix scans of them are refused with
-    /// [`ErrorKind::Blinded`]. Country, tags, stage, owner, dates, metrics, indexed custom
+    /// (a merge log under the survivor's); the data keys are wrapped under the current master
+    /// key and are never in a backup. The indexes of personal values (email, external id,
+    /// phone, names, phonetic code, postcode, locality, birth date, match keys) hold keyed
+    /// hashes, so lookups by equality, uniqueness and duplicate blocking work, while range and
+    /// prefix scans of them are refused with [`ErrorKind::Blinded`]. Country, tags, stage, owner, dates, metrics, indexed custom
     /// attributes and activities are not encrypted. Master keys rotate with
     /// [`Store::rotate_keys`].
     ///
