@@ -118,10 +118,96 @@ pub enum ErrorKind {
         /// What it may not see (`phones`, `records`, `activities`).
         field: String,
     },
+    /// On an encrypted store the index holds keyed hashes of its values (blind index), so only
+    /// equality lookups work on it: a range or prefix scan, or listing its values, cannot be
+    /// answered (see [`crate::StoreBuilder::encryption`]).
+    Blinded {
+        /// The index's name.
+        index: String,
+        /// What was asked of it (`range`, `prefix`, `values`).
+        scan: &'static str,
+    },
+    /// An encryption key is missing or wrong, or sealed bytes do not authenticate (see
+    /// [`crate::crypt`]).
+    Key(KeyProblem),
     /// The storage engine failed; the cause is in `source()`.
     Storage,
     /// An I/O operation failed; the cause is in `source()`.
     Io,
+}
+
+/// What is wrong with a key, for [`ErrorKind::Key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyProblem {
+    /// The key provider has no master key under this id.
+    UnknownKeyId(u32),
+    /// The master key under this id does not open what was sealed with it: a wrong key.
+    WrongKey(u32),
+    /// A master key is not 32 bytes, or a key file line does not parse.
+    Malformed {
+        /// Where: a key file line (1-based), or 0 for a key given in code.
+        line: usize,
+    },
+    /// Sealed bytes did not authenticate: they were altered, or sealed under another key or for
+    /// another place.
+    Unauthentic {
+        /// What was being opened.
+        what: &'static str,
+    },
+    /// The operating system's random source failed.
+    Random,
+    /// The store is encrypted and was opened without a key provider.
+    Missing,
+    /// A key provider was given for a store that is not encrypted (encryption is chosen when a
+    /// store is created).
+    NotEncrypted,
+    /// A backup of an encrypted store holds no data keys: restore it with the store it was taken
+    /// from as their source (`StoreBuilder::data_keys_from`).
+    NoDataKeys,
+    /// The operation is not supported on an encrypted store yet.
+    Unsupported(&'static str),
+    /// The customer's data key is gone: the customer was erased (crypto-shredding), so what
+    /// was sealed under it cannot be read.
+    Shredded(CustomerId),
+}
+
+impl fmt::Display for KeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyProblem::UnknownKeyId(id) => write!(f, "no master key with id {id} was given"),
+            KeyProblem::WrongKey(id) => {
+                write!(f, "master key {id} is not the key the data was sealed with")
+            }
+            KeyProblem::Malformed { line: 0 } => f.write_str("a master key must be 32 bytes"),
+            KeyProblem::Malformed { line } => write!(
+                f,
+                "key file line {line} is not a key id and 64 hexadecimal digits"
+            ),
+            KeyProblem::Unauthentic { what } => {
+                write!(
+                    f,
+                    "sealed {what} does not authenticate: altered, or sealed under another key"
+                )
+            }
+            KeyProblem::Random => f.write_str("the operating system's random source failed"),
+            KeyProblem::Missing => {
+                f.write_str("the store is encrypted: open it with its key provider")
+            }
+            KeyProblem::NotEncrypted => f.write_str(
+                "the store is not encrypted; encryption is chosen when a store is created",
+            ),
+            KeyProblem::NoDataKeys => f.write_str(
+                "a backup of an encrypted store holds no data keys: restore it with data_keys_from",
+            ),
+            KeyProblem::Unsupported(what) => {
+                write!(f, "{what} is not supported on an encrypted store yet")
+            }
+            KeyProblem::Shredded(id) => {
+                write!(f, "the data key of customer {id} is destroyed (erased)")
+            }
+        }
+    }
 }
 
 impl Error {
@@ -227,6 +313,8 @@ impl Error {
             ErrorKind::Corrupted { .. } => "corrupted",
             ErrorKind::Diverged { .. } => "diverged",
             ErrorKind::Forbidden { .. } => "forbidden",
+            ErrorKind::Blinded { .. } => "blinded",
+            ErrorKind::Key(_) => "key",
             ErrorKind::Storage => "storage",
             ErrorKind::Io => "io",
         }
@@ -301,6 +389,11 @@ impl fmt::Display for Error {
             ErrorKind::Forbidden { role, field } => {
                 write!(f, "role \"{role}\" may not see {field}")
             }
+            ErrorKind::Blinded { index, scan } => write!(
+                f,
+                "index {index} is blinded on an encrypted store: a {scan} scan cannot be answered, only equality"
+            ),
+            ErrorKind::Key(p) => fmt::Display::fmt(p, f),
             ErrorKind::Storage => f.write_str("the storage engine failed"),
             ErrorKind::Io => f.write_str("an I/O operation failed"),
         }

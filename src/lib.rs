@@ -37,6 +37,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod crypt;
 pub mod dedup;
 mod error;
 pub mod import;
@@ -48,7 +49,7 @@ pub mod query;
 pub mod sample;
 mod store;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, KeyProblem, Result};
 pub use index::{Index, Scan, Value, ValueCounts};
 pub use model::{
     Activity, ActivityId, ActivityKind, ActivityRecord, ActivityType, Address, AddressParts,
@@ -84,6 +85,8 @@ pub mod cookbook_doctests {
     pub struct BackupRestore;
     #[doc = include_str!("../docs/cookbook/roles.md")]
     pub struct Roles;
+    #[doc = include_str!("../docs/cookbook/encryption.md")]
+    pub struct Encryption;
 }
 
 /// The README's examples, compiled and run as doctests.

@@ -12,6 +12,7 @@ use std::ops::{Bound, RangeBounds};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 
+use crate::crypt::Blinder;
 use crate::dedup::{BlockingRule, MatchRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
@@ -405,14 +406,62 @@ fn put_value(out: &mut Vec<u8>, index: &Index, kind: AttributeType, v: &Value) -
     Ok(())
 }
 
-/// The key ranges of `index` that `scan` covers.
+/// Whether the index with this tag holds personal values, which an encrypted store keeps as
+/// blind hashes: email, external id, phone, family and given name, family phonetic, postcode,
+/// locality, birth date and the match keys.
+pub(crate) fn is_blinded(tag: u16) -> bool {
+    matches!(tag, 1..=8 | 13 | TAG_MATCH_KEY)
+}
+
+/// `key` (`tag ++ value`, then the id if `with_id`) with its value replaced by the value's
+/// blind hash ([`Blinder::blind`], 16 bytes) if its index [`is_blinded`]; otherwise as it is.
+pub(crate) fn blind_key(blinder: &Blinder, key: &[u8], with_id: bool) -> Vec<u8> {
+    let Some((tag, rest)) = key.split_first_chunk::<2>() else {
+        return key.to_vec();
+    };
+    let t = u16::from_be_bytes(*tag);
+    if !is_blinded(t) {
+        return key.to_vec();
+    }
+    let (value, id) = if with_id {
+        rest.split_at(rest.len().saturating_sub(8))
+    } else {
+        (rest, &[][..])
+    };
+    let mut out = Vec::with_capacity(2 + crate::crypt::BLIND_LEN + id.len());
+    out.extend_from_slice(tag);
+    out.extend_from_slice(&blinder.blind(t, value));
+    out.extend_from_slice(id);
+    out
+}
+
+/// The key ranges of `index` that `scan` covers; with a `blinder` (an encrypted store), those
+/// of its blind hashes, where only equality and a scan of everything can be answered.
 pub(crate) fn key_ranges(
     index: &Index,
     scan: &Scan,
     schema: &Schema,
     region: Option<CountryCode>,
+    blinder: Option<&Blinder>,
 ) -> Result<Vec<KeyRange>> {
     let tag = index.tag(schema)?;
+    if let Some(b) = blinder.filter(|_| is_blinded(tag)) {
+        let refused = |scan| {
+            Err(Error::new(ErrorKind::Blinded {
+                index: index.name().to_owned(),
+                scan,
+            }))
+        };
+        return match scan {
+            Scan::Eq(_) => Ok(key_ranges(index, scan, schema, region, None)?
+                .into_iter()
+                .map(|r| KeyRange::prefix(blind_key(b, &r.start, false)))
+                .collect()),
+            Scan::All => key_ranges(index, scan, schema, region, None),
+            Scan::Prefix(_) => refused("prefix"),
+            Scan::Range(..) => refused("range"),
+        };
+    }
     let kind = index.value_kind(schema)?;
     let head = tag.to_be_bytes().to_vec();
     // Text values are standardised first; other values are encoded as given.
@@ -512,6 +561,22 @@ pub(crate) struct Entries {
     pub(crate) postings: Vec<Vec<u8>>,
     /// Unique keys: `tag ++ value`, each mapping to the record's id.
     pub(crate) uniques: Vec<UniqueEntry>,
+}
+
+impl Entries {
+    /// Replaces the values of blinded indexes by their blind hashes ([`blind_key`]).
+    pub(crate) fn blind(&mut self, blinder: &Blinder) {
+        for p in &mut self.postings {
+            *p = blind_key(blinder, p, true);
+        }
+        self.postings.sort_unstable();
+        self.postings.dedup();
+        for u in &mut self.uniques {
+            u.key = blind_key(blinder, &u.key, false);
+        }
+        self.uniques.sort_by(|a, b| a.key.cmp(&b.key));
+        self.uniques.dedup_by(|a, b| a.key == b.key);
+    }
 }
 
 /// The index entries of `rec` under `schema`.
@@ -787,7 +852,7 @@ mod tests {
     #[test]
     fn equality_range_covers_exactly_one_value() {
         let schema = Schema::default();
-        let r = &key_ranges(&Index::Tag, &Scan::eq("VIP"), &schema, None).unwrap()[0];
+        let r = &key_ranges(&Index::Tag, &Scan::eq("VIP"), &schema, None, None).unwrap()[0];
         let mut inside = 10u16.to_be_bytes().to_vec();
         key::put_text(&mut inside, "vip");
         key::put_u64(&mut inside, 99);

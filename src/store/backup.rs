@@ -440,6 +440,11 @@ impl Store {
     /// # Errors
     /// [`ErrorKind::Diverged`] if this store is ahead of `source`; storage errors.
     pub fn catch_up_from(&self, source: &Store) -> Result<CatchUp> {
+        if self.inner.config.crypt.is_some() || source.inner.config.crypt.is_some() {
+            return Err(Error::new(ErrorKind::Key(crate::KeyProblem::Unsupported(
+                "catch-up",
+            ))));
+        }
         let src = source.begin_read()?;
         catch_up(&self.inner.db, &src)
     }
@@ -454,7 +459,9 @@ impl StoreBuilder {
     /// # Errors
     /// [`ErrorKind::Corrupted`] if the file is damaged, truncated or not a backup;
     /// [`ErrorKind::FormatVersion`] if it was written by an incompatible version;
-    /// [`ErrorKind::Io`] if it cannot be read, or `path` exists already.
+    /// [`ErrorKind::Io`] if it cannot be read, or `path` exists already;
+    /// [`crate::KeyProblem::NoDataKeys`] for a backup of an encrypted store without
+    /// [`StoreBuilder::data_keys_from`].
     pub fn restore_from(self, backup: impl AsRef<Path>, path: impl AsRef<Path>) -> Result<Store> {
         let path = path.as_ref();
         if path.exists() {
@@ -477,7 +484,8 @@ impl StoreBuilder {
                 r: BufReader::new(file),
                 left: len,
             };
-            load(&mut body, &db)
+            load(&mut body, &db)?;
+            super::crypt::restore_data_keys(&db, self.data_keys_from.as_ref())
         })();
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);

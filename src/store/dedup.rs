@@ -346,7 +346,7 @@ fn candidate_ids(
                 for x in &c.external_ids {
                     let key = crate::index::external_id_key(x.system(), x.id());
                     add(
-                        b.unique(&key)?
+                        b.lookup_unique(&key)?
                             .map(CustomerId::from_u64)
                             .into_iter()
                             .collect(),
@@ -644,6 +644,11 @@ fn union_lists(c: &mut Customer, others: &[Record]) {
 
 /// Whether a stored merge log names one of `ids` (as survivor or merged customer).
 pub(crate) fn merge_log_involves(bytes: &[u8], ids: &BTreeSet<CustomerId>) -> bool {
+    if let Some((named, _)) = super::crypt::sealed_merge_ids(bytes) {
+        return named
+            .into_iter()
+            .any(|id| ids.contains(&CustomerId::from_u64(id)));
+    }
     codec::decode::<MergeLog>(bytes, "merge log").is_ok_and(|log| {
         ids.contains(&log.survivor) || log.merged.iter().any(|r| ids.contains(&r.id))
     })
@@ -816,11 +821,8 @@ impl WriteTxn {
             moved,
             undone: false,
         };
-        self.put_raw(
-            Table::Merges,
-            merge.0.to_be_bytes().to_vec(),
-            Some(codec::encode(&log)?),
-        )?;
+        let bytes = self.encode_merge_log(merge.0, &log)?;
+        self.put_raw(Table::Merges, merge.0.to_be_bytes().to_vec(), Some(bytes))?;
         Ok(merge)
     }
 
@@ -836,7 +838,7 @@ impl WriteTxn {
         let key = merge.0.to_be_bytes();
         let mut log: MergeLog = self
             .get_raw(Table::Merges, &key)?
-            .map(|v| codec::decode(&v, "merge log"))
+            .map(|v| self.decode_merge_log(merge.0, &v))
             .transpose()?
             .filter(|l: &MergeLog| !l.undone)
             .ok_or_else(|| {
@@ -883,7 +885,35 @@ impl WriteTxn {
             self.recompute_metrics(id)?;
         }
         log.undone = true;
-        self.put_raw(Table::Merges, key.to_vec(), Some(codec::encode(&log)?))
+        let bytes = self.encode_merge_log(merge.0, &log)?;
+        self.put_raw(Table::Merges, key.to_vec(), Some(bytes))
+    }
+
+    /// The stored form of merge log `merge`: sealed under the survivor's data key in an
+    /// encrypted store, since it holds the merged records.
+    fn encode_merge_log(&self, merge: u64, log: &MergeLog) -> Result<Vec<u8>> {
+        let bytes = codec::encode(log)?;
+        if self.crypt().is_none() {
+            return Ok(bytes);
+        }
+        let survivor = log.survivor.as_u64();
+        let ids: Vec<u64> = std::iter::once(survivor)
+            .chain(log.merged.iter().map(|r| r.id.as_u64()))
+            .collect();
+        super::crypt::seal_merge_log(&self.data_key(survivor)?, merge, &ids, &bytes)
+    }
+
+    /// A stored merge log, opened under its survivor's data key if sealed.
+    fn decode_merge_log(&self, merge: u64, bytes: &[u8]) -> Result<MergeLog> {
+        match super::crypt::sealed_merge_ids(bytes) {
+            Some((ids, at)) => {
+                let survivor = ids.first().copied().unwrap_or_default();
+                let plain =
+                    super::crypt::open_merge_log(&self.data_key(survivor)?, merge, bytes, at)?;
+                codec::decode(&plain, "merge log")
+            }
+            None => codec::decode(bytes, "merge log"),
+        }
     }
 
     fn activity(&self, id: crate::model::ActivityId) -> Result<Option<crate::ActivityRecord>> {

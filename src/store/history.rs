@@ -279,7 +279,23 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
     })
 }
 
-pub(crate) fn decode(seq: u64, bytes: &[u8]) -> Result<Change> {
+/// Decodes history entry `seq`, opening a sealed one (an encrypted store's entry about a
+/// customer) under the customer's key from `data_key`.
+pub(crate) fn decode(
+    seq: u64,
+    bytes: &[u8],
+    data_key: &dyn Fn(u64) -> Result<crate::crypt::SecretKey>,
+) -> Result<Change> {
+    match super::crypt::sealed_history_owner(bytes)? {
+        Some(id) => {
+            let plain = super::crypt::open_history(&data_key(id)?, id, seq, bytes)?;
+            decode_plain(seq, &plain)
+        }
+        None => decode_plain(seq, bytes),
+    }
+}
+
+fn decode_plain(seq: u64, bytes: &[u8]) -> Result<Change> {
     let s: StoredOwned = super::codec::decode(bytes, "history entry")?;
     Ok(Change {
         seq,
@@ -555,7 +571,12 @@ mod tests {
                 after: Some(Json::from_value(&serde_json::json!({"a": [1, "x"]}))),
             }],
         );
-        assert_eq!(decode(9, &encode(&c).unwrap()).unwrap(), c);
-        assert!(decode(9, &[1, 0xFF, 0xFF]).is_err());
+        let no_keys = |_| {
+            Err(crate::Error::new(crate::ErrorKind::Key(
+                crate::KeyProblem::Missing,
+            )))
+        };
+        assert_eq!(decode(9, &encode(&c).unwrap(), &no_keys).unwrap(), c);
+        assert!(decode(9, &[1, 0xFF, 0xFF], &no_keys).is_err());
     }
 }

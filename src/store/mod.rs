@@ -6,6 +6,7 @@
 mod backup;
 pub(crate) mod codec;
 mod consent;
+pub(crate) mod crypt;
 mod dedup;
 mod history;
 mod privacy;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
+use crate::crypt::KeyProvider;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
@@ -213,6 +215,8 @@ pub(crate) struct Config {
     pub(crate) hub: Arc<subscribe::Hub>,
     pub(crate) retention: HistoryRetention,
     pub(crate) suppression_key: Option<Arc<[u8]>>,
+    /// The encryption of an encrypted store (set when it is opened).
+    pub(crate) crypt: Option<Arc<crypt::Crypt>>,
 }
 
 /// An embedded customer database.
@@ -380,80 +384,88 @@ impl Store {
 
     fn from_db(
         db: redb::Database,
-        config: Config,
+        mut config: Config,
+        keys: Option<Arc<dyn KeyProvider>>,
         path: Option<std::path::PathBuf>,
         cache_size: Option<usize>,
     ) -> Result<Store> {
-        let store = Store {
+        config.crypt = initialise(&db, keys)?;
+        Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 path,
                 cache_size,
                 config,
             }),
-        };
-        store.initialise()?;
-        Ok(store)
+        })
     }
+}
 
-    /// Creates missing tables in a new store; checks the format version of an existing one.
-    fn initialise(&self) -> Result<()> {
-        let txn = self.inner.db.begin_write().map_err(storage)?;
-        {
-            txn.open_table(CUSTOMERS).map_err(storage)?;
-            txn.open_table(POSTINGS).map_err(storage)?;
-            txn.open_table(UNIQUES).map_err(storage)?;
-            for t in Table::ALL {
-                txn.open_table(t.def()).map_err(storage)?;
-            }
-            let mut meta = txn.open_table(META).map_err(storage)?;
-            let found = meta
-                .get(META_FORMAT)
-                .map_err(storage)?
-                .map(|v| v.value().to_vec());
-            match found.as_deref() {
-                None => {
-                    meta.insert(META_FORMAT, [codec::FORMAT_VERSION].as_slice())
-                        .map_err(storage)?;
-                    meta.insert(META_NEXT_ID, 1u64.to_le_bytes().as_slice())
-                        .map_err(storage)?;
-                    meta.insert(META_SCHEMA, codec::encode(&Schema::default())?.as_slice())
-                        .map_err(storage)?;
-                    meta.insert(META_VALUE_COUNTS, [VALUE_COUNTS_RULES].as_slice())
-                        .map_err(storage)?;
-                    meta.insert(META_MATCH_KEYS, [1u8].as_slice())
-                        .map_err(storage)?;
-                }
-                Some([v]) if *v == codec::FORMAT_VERSION => {}
-                Some([v]) => {
-                    return Err(Error::new(ErrorKind::FormatVersion {
-                        found: *v,
-                        supported: codec::FORMAT_VERSION,
-                    }));
-                }
-                Some(_) => return Err(Error::corrupted("format version", "not one byte")),
-            }
-            let mut recount = meta
-                .get(META_VALUE_COUNTS)
-                .map_err(storage)?
-                .is_none_or(|v| v.value() != [VALUE_COUNTS_RULES]);
-            if meta.get(META_MATCH_KEYS).map_err(storage)?.is_none() {
-                build_match_keys(&txn)?;
-                meta.insert(META_MATCH_KEYS, [1u8].as_slice())
+/// Creates missing tables in a new store; checks the format version of an existing one; sets
+/// up or checks its encryption ([`crypt::initialise`]).
+fn initialise(
+    db: &redb::Database,
+    keys: Option<Arc<dyn KeyProvider>>,
+) -> Result<Option<Arc<crypt::Crypt>>> {
+    let txn = db.begin_write().map_err(storage)?;
+    let crypt;
+    {
+        txn.open_table(CUSTOMERS).map_err(storage)?;
+        txn.open_table(crypt::CUSTOMER_KEYS).map_err(storage)?;
+        txn.open_table(POSTINGS).map_err(storage)?;
+        txn.open_table(UNIQUES).map_err(storage)?;
+        for t in Table::ALL {
+            txn.open_table(t.def()).map_err(storage)?;
+        }
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        let found = meta
+            .get(META_FORMAT)
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        crypt = crypt::initialise(&mut meta, keys, found.is_none())?;
+        match found.as_deref() {
+            None => {
+                meta.insert(META_FORMAT, [codec::FORMAT_VERSION].as_slice())
                     .map_err(storage)?;
-                // The build wrote postings directly, without counting them.
-                recount = true;
-            }
-            if recount {
-                let postings = txn.open_table(POSTINGS).map_err(storage)?;
-                let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
-                write::rebuild_value_counts(&postings, &mut counts)?;
+                meta.insert(META_NEXT_ID, 1u64.to_le_bytes().as_slice())
+                    .map_err(storage)?;
+                meta.insert(META_SCHEMA, codec::encode(&Schema::default())?.as_slice())
+                    .map_err(storage)?;
                 meta.insert(META_VALUE_COUNTS, [VALUE_COUNTS_RULES].as_slice())
                     .map_err(storage)?;
+                meta.insert(META_MATCH_KEYS, [1u8].as_slice())
+                    .map_err(storage)?;
             }
+            Some([v]) if *v == codec::FORMAT_VERSION => {}
+            Some([v]) => {
+                return Err(Error::new(ErrorKind::FormatVersion {
+                    found: *v,
+                    supported: codec::FORMAT_VERSION,
+                }));
+            }
+            Some(_) => return Err(Error::corrupted("format version", "not one byte")),
         }
-        txn.commit().map_err(storage)
+        let mut recount = meta
+            .get(META_VALUE_COUNTS)
+            .map_err(storage)?
+            .is_none_or(|v| v.value() != [VALUE_COUNTS_RULES]);
+        if meta.get(META_MATCH_KEYS).map_err(storage)?.is_none() {
+            build_match_keys(&txn)?;
+            meta.insert(META_MATCH_KEYS, [1u8].as_slice())
+                .map_err(storage)?;
+            // The build wrote postings directly, without counting them.
+            recount = true;
+        }
+        if recount {
+            let postings = txn.open_table(POSTINGS).map_err(storage)?;
+            let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
+            write::rebuild_value_counts(&postings, &mut counts)?;
+            meta.insert(META_VALUE_COUNTS, [VALUE_COUNTS_RULES].as_slice())
+                .map_err(storage)?;
+        }
     }
+    txn.commit().map_err(storage)?;
+    Ok(crypt)
 }
 
 /// Adds every stored customer's match-key postings ([`crate::Index::MatchKey`]), for a store
@@ -506,6 +518,7 @@ fn copy_all(from: &redb::Database, to: &redb::Database) -> Result<()> {
     copy(&r, &w, POSTINGS)?;
     copy(&r, &w, UNIQUES)?;
     copy(&r, &w, META)?;
+    copy(&r, &w, crypt::CUSTOMER_KEYS)?;
     for t in Table::ALL {
         copy(&r, &w, t.def())?;
     }
@@ -533,6 +546,8 @@ pub struct StoreBuilder {
     rates: Vec<(String, rust_decimal::Decimal)>,
     retention: HistoryRetention,
     suppression_key: Option<Vec<u8>>,
+    keys: Option<Arc<dyn KeyProvider>>,
+    data_keys_from: Option<Store>,
 }
 
 impl Default for StoreBuilder {
@@ -546,6 +561,8 @@ impl Default for StoreBuilder {
             rates: Vec::new(),
             retention: HistoryRetention::KeepAll,
             suppression_key: None,
+            keys: None,
+            data_keys_from: None,
         }
     }
 }
@@ -594,6 +611,49 @@ impl StoreBuilder {
         self
     }
 
+    /// Encrypts the store at rest with master keys from `keys` (see [`crate::crypt`]).
+    ///
+    /// Chosen when the store is created: a store created with keys is encrypted for good and
+    /// opens only with a provider holding its keys ([`ErrorKind::Key`] otherwise, checked on
+    /// open against a sealed known block, never found out later as garbage); a store created
+    /// without them refuses them ([`crate::KeyProblem::NotEncrypted`]: encrypting an existing
+    /// store means exporting and importing it).
+    ///
+    /// What is encrypted: each record (every field), each history entry about a customer and
+    /// each merge log, sealed with XChaCha20-Poly1305 under the customer's own random data key
+    /// (a merge log under the survivor's); the data keys are wrapped under the current master
+    /// key and are never in a backup. The indexes of personal values (email, external id,
+    /// phone, names, phonetic code, postcode, locality, birth date, match keys) hold keyed
+    /// hashes, so lookups by equality, uniqueness and duplicate blocking work, while range and
+    /// prefix scans of them are refused with [`ErrorKind::Blinded`]. Country, tags, stage, owner, dates, metrics, indexed custom
+    /// attributes and activities are not encrypted. Master keys rotate with
+    /// [`Store::rotate_keys`].
+    ///
+    /// ```
+    /// use customerdb::crypt::{Keys, MasterKey};
+    /// use customerdb::{Customer, Read, Store};
+    /// let keys = Keys::new(1, MasterKey::from_bytes(&[7; 32])?);
+    /// let store = Store::builder().encryption(keys).in_memory()?;
+    /// let mut tx = store.begin_write()?;
+    /// tx.insert(Customer::builder().name("Ada Lovelace").email("ada@example.com"))?;
+    /// tx.commit()?;
+    /// assert!(store.begin_read()?.find_by_email("ADA@example.com")?.is_some());
+    /// # Ok::<(), customerdb::Error>(())
+    /// ```
+    pub fn encryption(mut self, keys: impl KeyProvider + 'static) -> Self {
+        self.keys = Some(Arc::new(keys));
+        self
+    }
+
+    /// Where [`StoreBuilder::restore_from`] takes the data keys of an encrypted backup from
+    /// (backups hold none): `live`, the store the backup was taken from. Customers erased in
+    /// `live` since the backup was taken have no key there any more, so their data in the
+    /// backup is unreadable; the restore drops it and leaves a tombstone.
+    pub fn data_keys_from(mut self, live: &Store) -> Self {
+        self.data_keys_from = Some(live.clone());
+        self
+    }
+
     /// How long history is kept in full (see [`Store::apply_history_retention`]).
     pub fn history_retention(mut self, retention: HistoryRetention) -> Self {
         self.retention = retention;
@@ -615,7 +675,8 @@ impl StoreBuilder {
         self
     }
 
-    fn config(self) -> Result<(redb::Builder, Config)> {
+    #[allow(clippy::type_complexity)]
+    fn config(self) -> Result<(redb::Builder, Config, Option<Arc<dyn KeyProvider>>)> {
         let default_region = self
             .default_region
             .as_deref()
@@ -646,33 +707,34 @@ impl StoreBuilder {
             hub: Arc::new(subscribe::Hub::default()),
             retention: self.retention,
             suppression_key: self.suppression_key.map(Arc::from),
+            crypt: None,
         };
-        Ok((builder, config))
+        Ok((builder, config, self.keys))
     }
 
     /// Opens the store at `path`, creating it if needed.
     pub fn create(self, path: impl AsRef<Path>) -> Result<Store> {
         let cache = self.cache_size;
-        let (builder, config) = self.config()?;
+        let (builder, config, keys) = self.config()?;
         let db = builder.create(path.as_ref()).map_err(storage)?;
-        Store::from_db(db, config, Some(path.as_ref().to_owned()), cache)
+        Store::from_db(db, config, keys, Some(path.as_ref().to_owned()), cache)
     }
 
     /// Opens an existing store.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Store> {
         let cache = self.cache_size;
-        let (builder, config) = self.config()?;
+        let (builder, config, keys) = self.config()?;
         let db = builder.open(path.as_ref()).map_err(storage)?;
-        Store::from_db(db, config, Some(path.as_ref().to_owned()), cache)
+        Store::from_db(db, config, keys, Some(path.as_ref().to_owned()), cache)
     }
 
     /// A store in memory.
     pub fn in_memory(self) -> Result<Store> {
-        let (builder, config) = self.config()?;
+        let (builder, config, keys) = self.config()?;
         let db = builder
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(storage)?;
-        Store::from_db(db, config, None, None)
+        Store::from_db(db, config, keys, None, None)
     }
 }
 

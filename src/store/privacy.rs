@@ -293,6 +293,9 @@ impl WriteTxn {
                 self.put_raw(Table::CustomerHistory, k, None)?;
             }
             self.put_raw(Table::Aliases, be(who.as_u64()).to_vec(), None)?;
+            // Crypto-shredding: what is sealed under these keys, in this file's freed pages
+            // or in any backup, can no longer be read.
+            self.destroy_data_key(who.as_u64())?;
         }
         let split = |k: &[u8]| -> Option<(u64, u64)> {
             let (a, b) = k.split_at_checked(8)?;

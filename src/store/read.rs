@@ -9,10 +9,12 @@ use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
 
+use super::crypt::{CUSTOMER_KEYS, Crypt, Keyring, data_key_in, decode_stored};
 use super::history::Change;
 use super::timeline::ActivityQuery;
 use super::{CUSTOMERS, Config, META, META_SCHEMA, POSTINGS, Table, UNIQUES, codec, storage};
-use crate::error::{Error, Result};
+use crate::crypt::{Blinder, SecretKey};
+use crate::error::{Error, ErrorKind, KeyProblem, Result};
 use crate::index::{self, Index, KeyRange, Scan};
 use crate::model::{
     ActivityId, ActivityRecord, CountryCode, Customer, CustomerId, Email, Metrics, Record, Schema,
@@ -60,6 +62,21 @@ pub(crate) trait Backend {
         reverse: bool,
         f: RawVisitor<'_>,
     ) -> Result<()>;
+    /// The store's encryption, if it is encrypted.
+    fn crypt(&self) -> Option<&Crypt>;
+    /// Customer `id`'s data key in an encrypted store ([`KeyProblem::Shredded`] if erased).
+    fn data_key(&self, id: u64) -> Result<SecretKey>;
+    /// The blind index key of an encrypted store.
+    fn blinder(&self) -> Option<&Blinder> {
+        self.crypt().map(Crypt::blinder)
+    }
+    /// The id a unique key given in plain form maps to (its blind hash in an encrypted store).
+    fn lookup_unique(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.blinder() {
+            Some(b) => self.unique(&index::blind_key(b, key, false)),
+            None => self.unique(key),
+        }
+    }
 }
 
 pub(crate) mod sealed {
@@ -353,7 +370,7 @@ pub(crate) fn find_by_external_id(
 }
 
 fn by_unique(b: &impl Backend, key: &[u8]) -> Result<Option<Record>> {
-    match b.unique(key)? {
+    match b.lookup_unique(key)? {
         Some(id) => b.record(id),
         None => Ok(None),
     }
@@ -361,7 +378,7 @@ fn by_unique(b: &impl Backend, key: &[u8]) -> Result<Option<Record>> {
 
 pub(crate) fn ids(b: &impl Backend, index: &Index, scan: &Scan) -> Result<Vec<CustomerId>> {
     let schema = b.schema()?;
-    let ranges = index::key_ranges(index, scan, &schema, b.region())?;
+    let ranges = index::key_ranges(index, scan, &schema, b.region(), b.blinder())?;
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let single = ranges.len() == 1 && matches!(scan, Scan::Eq(_));
@@ -561,6 +578,8 @@ pub struct ReadTxn {
     // Tables are opened on first use: a read that touches one table (a timeline page, a
     // lookup) pays for opening that one only.
     customers: OnceLock<ReadOnlyTable<u64, &'static [u8]>>,
+    customer_keys: OnceLock<ReadOnlyTable<u64, &'static [u8]>>,
+    crypt: Option<Arc<Crypt>>,
     postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
@@ -589,6 +608,8 @@ impl ReadTxn {
         ReadTxn {
             _store: store,
             customers: OnceLock::new(),
+            customer_keys: OnceLock::new(),
+            crypt: config.crypt.clone(),
             postings: OnceLock::new(),
             uniques: OnceLock::new(),
             meta: OnceLock::new(),
@@ -612,6 +633,7 @@ impl ReadTxn {
         let r = (map(range.start_bound()), map(range.end_bound()));
         Ok(Customers {
             inner: self.raw_customers()?.range::<u64>(r).map_err(storage)?,
+            keys: self.keyring()?,
         })
     }
 
@@ -644,7 +666,10 @@ impl ReadTxn {
                     .map_err(storage)?,
             )
         };
-        Ok(ChangeFeed { inner })
+        Ok(ChangeFeed {
+            inner,
+            keys: self.keyring()?,
+        })
     }
 
     /// Clusters of probable duplicates among all customers: blocking with `matcher`'s rules,
@@ -666,7 +691,7 @@ impl ReadTxn {
     pub fn index_len(&self, index: &Index) -> Result<u64> {
         let schema = Backend::schema(self)?;
         let mut n = 0u64;
-        for r in index::key_ranges(index, &Scan::All, &schema, self.region)? {
+        for r in index::key_ranges(index, &Scan::All, &schema, self.region, None)? {
             scan_table_ids(
                 self.raw_postings()?,
                 self.raw_uniques()?,
@@ -680,6 +705,10 @@ impl ReadTxn {
 
     pub(crate) fn raw_customers(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>> {
         opened(&self.customers, || self.txn.open_table(CUSTOMERS))
+    }
+
+    pub(crate) fn raw_customer_keys(&self) -> Result<&ReadOnlyTable<u64, &'static [u8]>> {
+        opened(&self.customer_keys, || self.txn.open_table(CUSTOMER_KEYS))
     }
 
     pub(crate) fn raw_postings(&self) -> Result<&ReadOnlyTable<&'static [u8], ()>> {
@@ -716,7 +745,28 @@ fn opened<T>(
     Ok(cell.get_or_init(|| t))
 }
 
-impl ReadTxn {}
+impl ReadTxn {
+    /// The data keys of this snapshot, for a lazy reader.
+    fn keyring(&self) -> Result<Option<Keyring>> {
+        self.crypt
+            .as_ref()
+            .map(|c| {
+                Ok(Keyring {
+                    crypt: c.clone(),
+                    table: self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// The data keys table of an encrypted store.
+    pub(crate) fn keys_table(&self) -> Result<Option<&ReadOnlyTable<u64, &'static [u8]>>> {
+        self.crypt
+            .as_ref()
+            .map(|_| self.raw_customer_keys())
+            .transpose()
+    }
+}
 
 /// Reads the schema from a meta table.
 pub(crate) fn load_schema(
@@ -728,14 +778,17 @@ pub(crate) fn load_schema(
     }
 }
 
-/// Feeds `f` every record of a customers table, in id order.
+/// Feeds `f` every record of a customers table, in id order (opened with the data keys in
+/// `keys` in an encrypted store).
 pub(crate) fn for_each_in(
     table: &impl ReadableTable<u64, &'static [u8]>,
+    crypt: Option<&Crypt>,
+    keys: Option<&impl ReadableTable<u64, &'static [u8]>>,
     f: &mut dyn FnMut(Record) -> Result<()>,
 ) -> Result<()> {
     for item in table.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
-        f(decode_record(k.value(), v.value())?)?;
+        f(decode_stored(crypt, keys, k.value(), v.value())?)?;
     }
     Ok(())
 }
@@ -792,9 +845,17 @@ pub(crate) fn scan_table_ids(
 impl Backend for ReadTxn {
     fn record(&self, id: u64) -> Result<Option<Record>> {
         match self.raw_customers()?.get(id).map_err(storage)? {
-            Some(v) => decode_record(id, v.value()).map(Some),
+            Some(v) => decode_stored(self.crypt(), self.keys_table()?, id, v.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    fn crypt(&self) -> Option<&Crypt> {
+        self.crypt.as_deref()
+    }
+
+    fn data_key(&self, id: u64) -> Result<SecretKey> {
+        data_key_in(self.crypt(), self.raw_customer_keys()?, id)
     }
 
     fn unique(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -842,7 +903,7 @@ impl Backend for ReadTxn {
     }
 
     fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
-        for_each_in(self.raw_customers()?, f)
+        for_each_in(self.raw_customers()?, self.crypt(), self.keys_table()?, f)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -878,6 +939,7 @@ impl_read!(ReadTxn);
 /// entry that does not decode yields an error, and the feed goes on with the next.
 pub struct ChangeFeed {
     inner: Option<redb::Range<'static, &'static [u8], &'static [u8]>>,
+    keys: Option<Keyring>,
 }
 
 impl std::fmt::Debug for ChangeFeed {
@@ -894,7 +956,11 @@ impl Iterator for ChangeFeed {
         Some(item.map_err(storage).and_then(|(k, v)| {
             let seq = <[u8; 8]>::try_from(k.value())
                 .map_err(|_| crate::Error::corrupted("history key", "not 8 bytes"))?;
-            super::history::decode(u64::from_be_bytes(seq), v.value())
+            let keys = self.keys.as_ref();
+            super::history::decode(u64::from_be_bytes(seq), v.value(), &|id| {
+                keys.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::Missing)))?
+                    .data_key(id)
+            })
         }))
     }
 }
@@ -903,6 +969,16 @@ impl Iterator for ChangeFeed {
 /// does not decode, and goes on with the next.
 pub struct Customers {
     inner: redb::Range<'static, u64, &'static [u8]>,
+    keys: Option<Keyring>,
+}
+
+impl Customers {
+    fn decode(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        match &self.keys {
+            Some(k) => k.record(id, bytes),
+            None => decode_record(id, bytes),
+        }
+    }
 }
 
 impl std::fmt::Debug for Customers {
@@ -918,7 +994,7 @@ impl Iterator for Customers {
         let item = self.inner.next()?;
         Some(
             item.map_err(storage)
-                .and_then(|(k, v)| decode_record(k.value(), v.value())),
+                .and_then(|(k, v)| self.decode(k.value(), v.value())),
         )
     }
 }
@@ -928,7 +1004,7 @@ impl DoubleEndedIterator for Customers {
         let item = self.inner.next_back()?;
         Some(
             item.map_err(storage)
-                .and_then(|(k, v)| decode_record(k.value(), v.value())),
+                .and_then(|(k, v)| self.decode(k.value(), v.value())),
         )
     }
 }
@@ -937,6 +1013,12 @@ impl DoubleEndedIterator for Customers {
 pub(crate) fn value_counts(b: &impl Backend, index: &Index) -> Result<index::ValueCounts> {
     let schema = b.schema()?;
     let tag = index.tag(&schema)?;
+    if b.blinder().is_some() && index::is_blinded(tag) {
+        return Err(Error::new(ErrorKind::Blinded {
+            index: index.name().to_owned(),
+            scan: "values",
+        }));
+    }
     let mut out = index::ValueCounts::default();
     let bad = || Error::corrupted("value counts", "a value that does not decode");
     if index.is_unique() || !index::counts_values(tag) {
@@ -991,7 +1073,7 @@ pub(crate) fn counted(
     }
     let mut total = 0u64;
     let mut values = 0usize;
-    for r in index::key_ranges(index, scan, &schema, b.region())? {
+    for r in index::key_ranges(index, scan, &schema, b.region(), b.blinder())? {
         let range = (
             Bound::Included(r.start.as_slice()),
             r.end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),

@@ -362,7 +362,9 @@ impl WriteTxn {
             (Bound::Unbounded, Bound::Unbounded),
             false,
             &mut |k, v| {
-                let change = match u64_of(k, "history key").and_then(|s| history::decode(s, v)) {
+                let change = match u64_of(k, "history key")
+                    .and_then(|s| history::decode(s, v, &|id| self.data_key(id)))
+                {
                     Ok(c) => c,
                     Err(e) => {
                         scan_err = Some(e);
@@ -408,7 +410,7 @@ impl WriteTxn {
                 self.put_raw(
                     Table::History,
                     be(last.seq).to_vec(),
-                    Some(history::encode(&snapshot)?),
+                    Some(self.encode_change(&snapshot)?),
                 )?;
                 self.put_raw(
                     Table::CustomerHistory,
@@ -597,7 +599,7 @@ fn change(b: &impl Backend, seq: u64) -> Result<Change> {
     let bytes = b
         .get_raw(Table::History, &be(seq))?
         .ok_or_else(|| Error::corrupted("customer history entry", "names no change"))?;
-    history::decode(seq, &bytes)
+    history::decode(seq, &bytes, &|id| b.data_key(id))
 }
 
 /// The sequence numbers of a customer's changes below `before`, in order or reversed.
@@ -683,7 +685,9 @@ pub(crate) fn changes(b: &impl Backend, since: u64, limit: usize) -> Result<Vec<
         (Bound::Included(&start), Bound::Unbounded),
         false,
         &mut |k, v| {
-            out.push(history::decode(u64_of(k, "history key")?, v)?);
+            out.push(history::decode(u64_of(k, "history key")?, v, &|id| {
+                b.data_key(id)
+            })?);
             Ok(out.len() < limit)
         },
     )?;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::read::{Backend, ReadTxn, decode_record};
+use super::read::{Backend, ReadTxn};
 use super::timeline::{decode_activity, decode_metrics};
 use super::{META_NEXT_ACTIVITY, META_NEXT_ID, META_NEXT_SEQ, Table, read_counter, storage};
 use crate::error::{ErrorKind, Result};
@@ -202,7 +202,7 @@ fn check_records(
         let id = k.value();
         max_id = max_id.max(id);
         report.records += 1;
-        let rec = match decode_record(id, v.value()) {
+        let rec = match super::crypt::decode_stored(tx.crypt(), tx.keys_table()?, id, v.value()) {
             Ok(r) => r,
             Err(e) => {
                 report.problems.push(Problem::UndecodableRecord {
@@ -256,6 +256,9 @@ fn check_records(
 /// metrics themselves are right is checked against the timeline separately.)
 fn expected_entries(tx: &ReadTxn, rec: &Record, schema: &Schema) -> index::Entries {
     let mut e = index::entries(rec, schema);
+    if let Some(b) = tx.blinder() {
+        e.blind(b);
+    }
     let key = rec.id.as_u64().to_be_bytes();
     if let Ok(Some(bytes)) = tx.get_raw(Table::Metrics, &key) {
         if let Ok(state) = decode_metrics(&bytes) {
@@ -374,7 +377,7 @@ fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
         let (k, v) = item.map_err(storage)?;
         let seq = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
         max_seq = max_seq.max(seq);
-        match super::history::decode(seq, v.value()) {
+        match super::history::decode(seq, v.value(), &|id| tx.data_key(id)) {
             Ok(c) => {
                 if let Some(customer) = c.customer {
                     with_customer += 1;

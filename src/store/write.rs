@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
+use super::crypt::{CUSTOMER_KEYS, Crypt};
 use super::history::{self, Change, FieldChange, Operation};
 use super::read::{
     Backend, RawVisitor, decode_record, impl_read, load_schema, scan_raw_table, scan_table_ids,
@@ -21,6 +22,7 @@ use super::{
     CUSTOMERS, Clock, Config, Durability, META, META_NEXT_ACTIVITY, META_NEXT_ID, META_NEXT_SEQ,
     META_SCHEMA, POSTINGS, Table, UNIQUES, codec, read_counter, storage,
 };
+use crate::crypt::SecretKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::index::{self, Entries, FIRST_ATTRIBUTE_TAG, Index, KeyRange, Scan};
 use crate::model::{
@@ -150,6 +152,7 @@ pub struct WriteTxn {
     pub(super) rates: Arc<Rates>,
     actor: Option<String>,
     suppression_key: Option<Arc<[u8]>>,
+    crypt: Option<Arc<Crypt>>,
     hub: Arc<Hub>,
     /// Committed changes to hand to subscribers, kept only if there were any at begin.
     publish: Option<RefCell<Vec<Change>>>,
@@ -199,6 +202,7 @@ impl WriteTxn {
             rates: config.rates.clone(),
             actor: None,
             suppression_key: config.suppression_key.clone(),
+            crypt: config.crypt.clone(),
             hub: config.hub.clone(),
             publish,
         })
@@ -281,9 +285,9 @@ impl WriteTxn {
             revision: 1,
             customer,
         };
-        let new = index::entries(&rec, &schema);
+        let new = self.entries(&rec, &schema);
         self.check_uniques(id, &new, None)?;
-        let bytes = codec::encode(&rec)?;
+        let bytes = self.encode_record(&rec)?;
         let changed = history::diff_texts(
             &history::FieldTexts::new(),
             &history::field_texts(&rec.customer)?,
@@ -328,10 +332,10 @@ impl WriteTxn {
             revision: old.revision + 1,
             customer,
         };
-        let old_entries = index::entries(&old, &schema);
-        let new = index::entries(&rec, &schema);
+        let old_entries = self.entries(&old, &schema);
+        let new = self.entries(&rec, &schema);
         self.check_uniques(id, &new, Some(&old_entries))?;
-        let bytes = codec::encode(&rec)?;
+        let bytes = self.encode_record(&rec)?;
         let changed = history::diff_texts(
             &history::field_texts(&old.customer)?,
             &history::field_texts(&rec.customer)?,
@@ -348,9 +352,9 @@ impl WriteTxn {
         schema.check(&rec.customer.attributes)?;
         rec.revision += 1;
         rec.updated_at = self.now();
-        let new = index::entries(&rec, &schema);
+        let new = self.entries(&rec, &schema);
         self.check_uniques(rec.id, &new, None)?;
-        let bytes = codec::encode(&rec)?;
+        let bytes = self.encode_record(&rec)?;
         let changed = history::diff_texts(
             &history::FieldTexts::new(),
             &history::field_texts(&rec.customer)?,
@@ -358,6 +362,63 @@ impl WriteTxn {
         self.stage(rec.id, Some(bytes), &Entries::default(), &new)?;
         self.log(rec.updated_at, Some(rec.id), op, changed);
         Ok(())
+    }
+
+    /// The index entries of `rec`, blinded in an encrypted store.
+    pub(super) fn entries(&self, rec: &Record, schema: &Schema) -> Entries {
+        match &self.crypt {
+            Some(c) => c.entries(rec, schema),
+            None => index::entries(rec, schema),
+        }
+    }
+
+    /// The stored form of `rec`: sealed under its customer's data key (made now for a new
+    /// customer) in an encrypted store.
+    pub(super) fn encode_record(&self, rec: &Record) -> Result<Vec<u8>> {
+        let Some(c) = &self.crypt else {
+            return codec::encode(rec);
+        };
+        let id = rec.id.as_u64();
+        let mut keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        let wrapped = keys.get(id).map_err(storage)?.map(|v| v.value().to_vec());
+        let key = if let Some(w) = wrapped {
+            c.data_key(id, &w)?
+        } else {
+            let (key, wrapped) = c.new_data_key(id)?;
+            keys.insert(id, wrapped.as_slice()).map_err(storage)?;
+            key
+        };
+        super::crypt::seal_record(&key, rec)
+    }
+
+    /// Destroys customer `id`'s data key (crypto-shredding): whatever was sealed under it,
+    /// here or in any backup, can no longer be read.
+    pub(super) fn destroy_data_key(&self, id: u64) -> Result<()> {
+        if self.crypt.is_some() {
+            let mut keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+            keys.remove(id).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// The stored form of history entry `c`: sealed under its customer's data key in an
+    /// encrypted store. An entry about a customer without a data key (the `Erased` entry
+    /// written after its key was destroyed) carries no fields and is stored plain.
+    pub(super) fn encode_change(&self, c: &Change) -> Result<Vec<u8>> {
+        let bytes = history::encode(c)?;
+        let (Some(crypt), Some(id)) = (&self.crypt, c.customer) else {
+            return Ok(bytes);
+        };
+        let id = id.as_u64();
+        let wrapped = {
+            let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+            keys.get(id).map_err(storage)?.map(|v| v.value().to_vec())
+        };
+        if wrapped.is_none() && c.fields.is_empty() {
+            return Ok(bytes);
+        }
+        let key = super::crypt::data_key_of(crypt, id, wrapped.as_deref())?;
+        super::crypt::seal_history(&key, id, c.seq, &bytes)
     }
 
     /// Writes a store-wide value to the meta table (in this transaction).
@@ -370,7 +431,7 @@ impl WriteTxn {
     /// Updates the customer holding `key` if there is one, or inserts a new one.
     pub fn upsert(&mut self, key: &UniqueKey, customer: impl IntoCustomer) -> Result<Upsert> {
         let k = key.key()?;
-        match self.unique(&k)? {
+        match self.lookup_unique(&k)? {
             Some(id) => {
                 let id = CustomerId::from_u64(id);
                 self.update(id, customer)?;
@@ -393,7 +454,7 @@ impl WriteTxn {
             return Ok(());
         };
         let schema = self.schema_arc()?;
-        let old_entries = index::entries(&old, &schema);
+        let old_entries = self.entries(&old, &schema);
         self.remove_timeline(id)?;
         self.stage(id, None, &old_entries, &Entries::default())
     }
@@ -411,9 +472,9 @@ impl WriteTxn {
             revision: old.revision + 1,
             customer,
         };
-        let old_entries = index::entries(&old, &schema);
-        let new = index::entries(&rec, &schema);
-        let bytes = codec::encode(&rec)?;
+        let old_entries = self.entries(&old, &schema);
+        let new = self.entries(&rec, &schema);
+        let bytes = self.encode_record(&rec)?;
         self.stage(id, Some(bytes), &old_entries, &new)
     }
 
@@ -424,7 +485,7 @@ impl WriteTxn {
             return Ok(None);
         };
         let schema = self.schema_arc()?;
-        let old_entries = index::entries(&old, &schema);
+        let old_entries = self.entries(&old, &schema);
         let changed = history::diff_texts(
             &history::field_texts(&old.customer)?,
             &history::FieldTexts::new(),
@@ -520,7 +581,7 @@ impl WriteTxn {
             let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
             for item in customers.iter().map_err(storage)? {
                 let (k, v) = item.map_err(storage)?;
-                let rec = decode_record(k.value(), v.value())?;
+                let rec = self.decode_record(k.value(), v.value())?;
                 if let Some(value) = rec.customer.attributes.get(name) {
                     let before = added.len();
                     index::attribute_postings(k.value(), slot, value, &mut added);
@@ -694,7 +755,7 @@ impl WriteTxn {
             }
         }
         for c in &b.changes {
-            let bytes = history::encode(c)?;
+            let bytes = self.encode_change(c)?;
             b.raw[Table::History as usize].insert(c.seq.to_be_bytes().to_vec(), Some(bytes));
             if let Some(customer) = c.customer {
                 let mut k = customer.as_u64().to_be_bytes().to_vec();
@@ -763,17 +824,37 @@ impl WriteTxn {
     }
 }
 
+impl WriteTxn {
+    /// A stored record, opened under its data key in an encrypted store.
+    fn decode_record(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        if self.crypt.is_none() {
+            return decode_record(id, bytes);
+        }
+        let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        super::crypt::decode_stored(self.crypt.as_deref(), Some(&keys), id, bytes)
+    }
+}
+
 impl Backend for WriteTxn {
     fn record(&self, id: u64) -> Result<Option<Record>> {
         if let Some(staged) = self.buf.borrow().records.get(&id) {
             return staged
                 .as_deref()
-                .map(|bytes| decode_record(id, bytes))
+                .map(|bytes| self.decode_record(id, bytes))
                 .transpose();
         }
         let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
         let v = customers.get(id).map_err(storage)?;
-        v.map(|v| decode_record(id, v.value())).transpose()
+        v.map(|v| self.decode_record(id, v.value())).transpose()
+    }
+
+    fn crypt(&self) -> Option<&Crypt> {
+        self.crypt.as_deref()
+    }
+
+    fn data_key(&self, id: u64) -> Result<SecretKey> {
+        let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        super::crypt::data_key_in(self.crypt(), &keys, id)
     }
 
     fn unique(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -814,7 +895,8 @@ impl Backend for WriteTxn {
     fn for_each_record(&self, f: &mut dyn FnMut(Record) -> Result<()>) -> Result<()> {
         self.flush()?;
         let customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
-        super::read::for_each_in(&customers, f)
+        let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        super::read::for_each_in(&customers, self.crypt.as_deref(), Some(&keys), f)
     }
 
     fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {

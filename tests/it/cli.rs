@@ -506,3 +506,43 @@ fn export_subject_erase_and_retention_answer_a_person_and_the_policy() -> Result
     );
     Ok(())
 }
+
+#[test]
+fn a_key_file_in_the_key_format_encrypts_an_imported_store() -> Result {
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, CUSTOMERS)?;
+    let key = dir.path().join("keys");
+    std::fs::write(&key, format!("# master keys\n1 {}\n", "3c".repeat(32)))?;
+    let db = path(&dir.path().join("enc.redb"));
+    let report = ok(&[
+        "import",
+        "--db",
+        &db,
+        &path(&csv),
+        "--key-file",
+        &path(&key),
+    ])?;
+    assert!(report.starts_with("read 3 records: stored 3"), "{report}");
+    // The file is encrypted: without the key the store does not open.
+    assert!(matches!(
+        Store::open(&db).unwrap_err().kind(),
+        customerdb::ErrorKind::Key(customerdb::KeyProblem::Missing)
+    ));
+    assert_eq!(
+        cli(&["find", "--db", &db, "--email", "grace@example.com"])?.code,
+        1
+    );
+    let found = ok(&[
+        "find",
+        "--db",
+        &db,
+        "--email",
+        "GRACE@example.com",
+        "--key-file",
+        &path(&key),
+    ])?;
+    assert!(found.contains("Grace"), "{found}");
+    assert!(ok(&["verify", "--db", &db, "--key-file", &path(&key)])?.contains("clean"));
+    Ok(())
+}

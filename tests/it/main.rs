@@ -7,6 +7,7 @@ mod cli;
 mod consent;
 mod crash;
 mod dedup;
+mod encryption;
 mod merge;
 mod model_based;
 mod privacy;

@@ -40,10 +40,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use customerdb::crypt::Keys;
 use customerdb::import::{CsvImport, Field, ImportMode};
 use customerdb::{
     ActivityQuery, AddressParts, CountryCode, CustomerId, Email, Error, ErrorKind, Index,
-    PersonName, Phone, Read, Record, Store,
+    KeyProblem, PersonName, Phone, Read, Record, Store, StoreBuilder,
 };
 use lexopt::prelude::*;
 use serde_json::{Value, json};
@@ -84,6 +85,9 @@ const USAGE: &str = "usage:
   customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
   customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
   customerdb verify --db PATH
+  --key-file KEY   (any command) the store's secret: the suppression key, and in the key
+                   format (lines `ID HEX64`, the last current) the master keys of an encrypted
+                   store; `import` with one into a new store encrypts it
   customerdb stats --db PATH";
 
 /// Why a command did not succeed.
@@ -191,7 +195,8 @@ struct Args {
     reason: Option<String>,
     /// `--suppress`: keep a keyed hash of an erased customer's email and phone.
     suppress: bool,
-    /// `--key-file`: the store's secret key (the suppression key), read from a file.
+    /// `--key-file`: the store's secret key file: the suppression key, and, in the key format
+    /// (`id hex-key` lines), the master keys of an encrypted store.
     key_file: Option<PathBuf>,
     /// `--apply`: carry out the retention policy (the opposite of `--dry-run`).
     apply: bool,
@@ -319,19 +324,45 @@ fn db(a: &Args) -> Result<Store, CliError> {
     let path =
         a.db.as_ref()
             .ok_or_else(|| CliError::Usage("--db PATH is required".into()))?;
-    let mut b = Store::builder();
-    if let Some(r) = &a.region {
-        b = b.default_region(r);
+    let secret = a
+        .key_file
+        .as_ref()
+        .map(std::fs::read)
+        .transpose()
+        .map_err(CliError::Io)?;
+    // A key file in the key format (`id hex-key` lines) also holds the master keys of an
+    // encrypted store; `import` into a new store then encrypts it.
+    let keys = secret
+        .as_deref()
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|t| Keys::parse(t).ok());
+    let builder = |encrypted: bool| {
+        let mut b = Store::builder();
+        if let Some(r) = &a.region {
+            b = b.default_region(r);
+        }
+        if let Some(k) = &secret {
+            b = b.suppression_key(k.clone());
+        }
+        if let (true, Some(k)) = (encrypted, &keys) {
+            b = b.encryption(k.clone());
+        }
+        b
+    };
+    let open = |b: StoreBuilder| {
+        if a.command == "import" {
+            b.create(path)
+        } else {
+            b.open(path)
+        }
+    };
+    match open(builder(true)) {
+        // A plain store: the file is its suppression key only.
+        Err(e) if e.kind() == &ErrorKind::Key(KeyProblem::NotEncrypted) => {
+            Ok(open(builder(false))?)
+        }
+        other => Ok(other?),
     }
-    if let Some(k) = &a.key_file {
-        let key = std::fs::read(k).map_err(CliError::Io)?;
-        b = b.suppression_key(key);
-    }
-    Ok(if a.command == "import" {
-        b.create(path)?
-    } else {
-        b.open(path)?
-    })
 }
 
 /// `find`: the customers with an email, a phone or an external id.

@@ -1,0 +1,513 @@
+//! Encryption at rest inside the store (see [`StoreBuilder::encryption`](super::StoreBuilder)).
+//!
+//! An encrypted store seals each customer's record and the history entries about the customer
+//! under the customer's own data key, kept wrapped under a master key in `customer_keys`, and
+//! keeps blind hashes instead of personal values in its indexes. The primitives are in
+//! [`crate::crypt`]; this module decides what is sealed where.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use redb::{ReadableTable, TableDefinition};
+use zeroize::Zeroizing;
+
+use crate::crypt::{self, Blinder, KeyProvider, SecretKey};
+use crate::error::{Error, ErrorKind, KeyProblem, Result};
+use crate::index::Entries;
+use crate::model::{CustomerId, Record, Schema};
+
+use super::read::Backend as _;
+use super::{CUSTOMERS, POSTINGS, Table, UNIQUES, codec, storage};
+
+/// Customers' data keys: `customer id -> key id (u32 BE) ++ nonce ++ sealed data key`. Not in
+/// backups; erasure deletes the customer's row (crypto-shredding).
+pub(crate) const CUSTOMER_KEYS: TableDefinition<u64, &[u8]> = TableDefinition::new("customer_keys");
+
+/// Meta key present in an encrypted store: its blind index key, wrapped under a master key as
+/// a data key is (`key id (u32 BE) ++ nonce ++ sealed key`).
+pub(crate) const META_ENCRYPTION: &str = "encryption";
+
+/// Meta key of the key check of master key `id`: a known block sealed under it.
+fn key_check_name(id: u32) -> String {
+    format!("key_check:{id}")
+}
+
+/// First byte of a sealed history entry (a plain one starts with the format version).
+const SEALED_HISTORY: u8 = 0xEC;
+
+/// The encryption of an opened store: its key provider and blind index key.
+pub(crate) struct Crypt {
+    keys: Arc<dyn KeyProvider>,
+    blinder: Blinder,
+}
+
+impl Crypt {
+    /// The blind index key.
+    pub(crate) fn blinder(&self) -> &Blinder {
+        &self.blinder
+    }
+
+    /// A new data key for customer `id` and its wrapped form (for `customer_keys`).
+    pub(crate) fn new_data_key(&self, id: u64) -> Result<(SecretKey, Vec<u8>)> {
+        let key = SecretKey::generate()?;
+        let wrapped = crypt::wrap(&*self.keys, &key, id)?;
+        Ok((key, wrapped))
+    }
+
+    /// Customer `id`'s data key from its wrapped form.
+    pub(crate) fn data_key(&self, id: u64, wrapped: &[u8]) -> Result<SecretKey> {
+        crypt::unwrap(&*self.keys, wrapped, id)
+    }
+
+    /// The entries of `rec` with the personal indexes blinded.
+    pub(crate) fn entries(&self, rec: &Record, schema: &Schema) -> Entries {
+        let mut e = crate::index::entries(rec, schema);
+        e.blind(&self.blinder);
+        e
+    }
+}
+
+/// Seals a customer's encoded record under its data key.
+pub(crate) fn seal_record(key: &SecretKey, rec: &Record) -> Result<Vec<u8>> {
+    let plain = Zeroizing::new(codec::encode(rec)?);
+    crypt::seal(key, &record_aad(rec.id.as_u64()), &plain)
+}
+
+/// The record sealed by [`seal_record`] under `id`.
+pub(crate) fn open_record(key: &SecretKey, id: u64, sealed: &[u8]) -> Result<Record> {
+    let plain = crypt::open(key, &record_aad(id), sealed, "customer record")?;
+    super::read::decode_record(id, &plain)
+}
+
+/// Seals history entry `seq` about customer `id`: `0xEC ++ id (8) ++ sealed entry`.
+pub(crate) fn seal_history(key: &SecretKey, id: u64, seq: u64, entry: &[u8]) -> Result<Vec<u8>> {
+    let mut out = vec![SEALED_HISTORY];
+    out.extend_from_slice(&id.to_be_bytes());
+    out.extend_from_slice(&crypt::seal(key, &history_aad(id, seq), entry)?);
+    Ok(out)
+}
+
+fn record_aad(id: u64) -> [u8; 16] {
+    let mut aad = *b"customer\0\0\0\0\0\0\0\0";
+    aad[8..].copy_from_slice(&id.to_be_bytes());
+    aad
+}
+
+fn history_aad(id: u64, seq: u64) -> [u8; 23] {
+    let mut aad = [0u8; 23];
+    aad[..7].copy_from_slice(b"history");
+    aad[7..15].copy_from_slice(&id.to_be_bytes());
+    aad[15..].copy_from_slice(&seq.to_be_bytes());
+    aad
+}
+
+/// First byte of a sealed merge log (a plain one starts with the format version).
+const SEALED_MERGE: u8 = 0xED;
+
+/// Seals merge log `merge` under the survivor's data key: `0xED ++ count (u32 BE) ++ ids (8
+/// each, the survivor first, then the merged customers) ++ sealed log`. The ids stay readable
+/// (they are no personal data) so erasure finds the logs naming a customer without keys.
+pub(crate) fn seal_merge_log(
+    key: &SecretKey,
+    merge: u64,
+    ids: &[u64],
+    log: &[u8],
+) -> Result<Vec<u8>> {
+    let mut out = vec![SEALED_MERGE];
+    out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+    for id in ids {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
+    let aad = merge_aad(merge, &out);
+    out.extend_from_slice(&crypt::seal(key, &aad, log)?);
+    Ok(out)
+}
+
+fn merge_aad(merge: u64, head: &[u8]) -> Vec<u8> {
+    let mut aad = b"merge".to_vec();
+    aad.extend_from_slice(&merge.to_be_bytes());
+    aad.extend_from_slice(head);
+    aad
+}
+
+/// The ids a sealed merge log names (survivor first) and where its sealed part starts, or
+/// `None` for a plain log.
+pub(crate) fn sealed_merge_ids(bytes: &[u8]) -> Option<(Vec<u64>, usize)> {
+    let (&SEALED_MERGE, rest) = bytes.split_first()? else {
+        return None;
+    };
+    let (n, rest) = rest.split_first_chunk::<4>()?;
+    let n = u32::from_be_bytes(*n) as usize;
+    let ids = rest.get(..n.checked_mul(8)?)?;
+    let ids = ids
+        .chunks_exact(8)
+        .filter_map(|c| c.try_into().ok().map(u64::from_be_bytes))
+        .collect();
+    Some((ids, 5 + n * 8))
+}
+
+/// The encoded merge log `merge` inside a sealed one whose head ends at `at`.
+pub(crate) fn open_merge_log(
+    key: &SecretKey,
+    merge: u64,
+    bytes: &[u8],
+    at: usize,
+) -> Result<Zeroizing<Vec<u8>>> {
+    let (head, sealed) = bytes.split_at_checked(at).unwrap_or((bytes, &[]));
+    crypt::open(key, &merge_aad(merge, head), sealed, "merge log")
+}
+
+/// The customer a sealed history entry is about, or `None` for a plain entry.
+pub(crate) fn sealed_history_owner(bytes: &[u8]) -> Result<Option<u64>> {
+    match bytes.split_first() {
+        Some((&SEALED_HISTORY, rest)) => {
+            let (id, _) = rest
+                .split_first_chunk::<8>()
+                .ok_or_else(|| Error::corrupted("history entry", "sealed entry too short"))?;
+            Ok(Some(u64::from_be_bytes(*id)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The encoded entry `seq` inside a sealed history entry about `id` (see
+/// [`sealed_history_owner`]).
+pub(crate) fn open_history(
+    key: &SecretKey,
+    id: u64,
+    seq: u64,
+    bytes: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    let sealed = bytes.get(9..).unwrap_or_default();
+    crypt::open(key, &history_aad(id, seq), sealed, "history entry")
+}
+
+/// Customer `id`'s data key from `wrapped` (its `customer_keys` row), or
+/// [`KeyProblem::Shredded`] if there is none.
+pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Result<SecretKey> {
+    match wrapped {
+        Some(w) => crypt.data_key(id, w),
+        None => Err(Error::new(ErrorKind::Key(KeyProblem::Shredded(
+            CustomerId::from_u64(id),
+        )))),
+    }
+}
+
+/// Decodes a stored record: opened under its customer's data key (read from `keys`) in an
+/// encrypted store, decoded as it is in a plain one.
+pub(crate) fn decode_stored(
+    crypt: Option<&Crypt>,
+    keys: Option<&impl ReadableTable<u64, &'static [u8]>>,
+    id: u64,
+    bytes: &[u8],
+) -> Result<Record> {
+    let (Some(c), Some(keys)) = (crypt, keys) else {
+        return super::read::decode_record(id, bytes);
+    };
+    let wrapped = keys.get(id).map_err(storage)?;
+    let key = data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))?;
+    open_record(&key, id, bytes)
+}
+
+/// Customer `id`'s data key from the data keys table `keys` of the store encrypted with
+/// `crypt` ([`KeyProblem::NotEncrypted`] for a plain store).
+pub(crate) fn data_key_in(
+    crypt: Option<&Crypt>,
+    keys: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+) -> Result<SecretKey> {
+    let c = crypt.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NotEncrypted)))?;
+    let wrapped = keys.get(id).map_err(storage)?;
+    data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))
+}
+
+/// The data keys of one read snapshot, for the lazy readers ([`super::Customers`],
+/// [`super::ChangeFeed`]) that outlive a borrow of their transaction.
+pub(crate) struct Keyring {
+    pub(crate) crypt: Arc<Crypt>,
+    pub(crate) table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl Keyring {
+    /// Customer `id`'s data key.
+    pub(crate) fn data_key(&self, id: u64) -> Result<SecretKey> {
+        let wrapped = self.table.get(id).map_err(storage)?;
+        data_key_of(
+            &self.crypt,
+            id,
+            wrapped.as_ref().map(redb::AccessGuard::value),
+        )
+    }
+
+    /// Customer `id`'s stored record.
+    pub(crate) fn record(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        decode_stored(Some(&self.crypt), Some(&self.table), id, bytes)
+    }
+}
+
+/// Sets up or checks encryption when a store is opened: a new store given `keys` becomes
+/// encrypted, with a random blind index key wrapped under the current master key; an
+/// encrypted one needs `keys` holding the master key its blind index key is wrapped under
+/// (checked against the stored key check, so a wrong key is refused here and not found out as
+/// garbage later); a plain one refuses `keys`. The current master key gets a key check if it
+/// has none yet.
+pub(crate) fn initialise(
+    meta: &mut redb::Table<&'static str, &'static [u8]>,
+    keys: Option<Arc<dyn KeyProvider>>,
+    new: bool,
+) -> Result<Option<Arc<Crypt>>> {
+    let stored = meta
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let key_error = |p| Err(Error::new(ErrorKind::Key(p)));
+    let (keys, wrapped) = match (keys, stored) {
+        (None, None) => return Ok(None),
+        (None, Some(_)) => return key_error(KeyProblem::Missing),
+        (Some(_), None) if !new => return key_error(KeyProblem::NotEncrypted),
+        (Some(keys), None) => {
+            let wrapped = crypt::wrap_blind_key(&*keys, &SecretKey::generate()?)?;
+            meta.insert(META_ENCRYPTION, wrapped.as_slice())
+                .map_err(storage)?;
+            (keys, wrapped)
+        }
+        (Some(keys), Some(wrapped)) => (keys, wrapped),
+    };
+    for id in [crypt::wrapped_key_id(&wrapped)?, keys.current_key_id()] {
+        let name = key_check_name(id);
+        let check = meta
+            .get(name.as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        if let Some(check) = check {
+            crypt::verify_key_check(&*keys, id, &check)?;
+        } else {
+            let check = crypt::key_check(&*keys, id)?;
+            meta.insert(name.as_str(), check.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    let blinder = Blinder::new(&crypt::unwrap_blind_key(&*keys, &wrapped)?)?;
+    Ok(Some(Arc::new(Crypt { keys, blinder })))
+}
+
+/// Meta key of a key rotation in progress: the next customer id (`u64` LE) to re-wrap.
+const META_ROTATION: &str = "key_rotation";
+
+impl super::Store {
+    /// Re-wraps the store's keys (every customer's data key and the blind index key) under
+    /// the key provider's current master key, in write transactions of `batch` customers, so
+    /// readers and writers go on between batches and data wrapped under either key stays
+    /// readable meanwhile. Progress is kept in the store: after a crash, call it again and it
+    /// goes on where it stopped. Returns how many data keys it re-wrapped.
+    ///
+    /// Once it returns, the store opens with a provider holding only the current master key.
+    /// Sealed data is not re-encrypted (its data keys do not change); old wrapped keys may
+    /// linger in freed pages until [`Store::compact`](super::Store::compact).
+    ///
+    /// # Errors
+    /// [`KeyProblem::NotEncrypted`] for a plain store; [`ErrorKind::Key`] if the provider
+    /// lacks a master key some data key is wrapped under.
+    pub fn rotate_keys(&self, batch: usize) -> Result<u64> {
+        let c = self
+            .inner
+            .config
+            .crypt
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NotEncrypted)))?;
+        let current = c.keys.current_key_id();
+        let mut done = 0;
+        loop {
+            let txn = self.inner.db.begin_write().map_err(storage)?;
+            let finished = {
+                let mut meta = txn.open_table(super::META).map_err(storage)?;
+                let from = super::read_counter(&meta, META_ROTATION)?.unwrap_or(0);
+                let blind = meta
+                    .get(META_ENCRYPTION)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                if let Some(w) = blind.filter(|w| crypt::wrapped_key_id(w).ok() != Some(current)) {
+                    let key = crypt::unwrap_blind_key(&*c.keys, &w)?;
+                    let rewrapped = crypt::wrap_blind_key(&*c.keys, &key)?;
+                    meta.insert(META_ENCRYPTION, rewrapped.as_slice())
+                        .map_err(storage)?;
+                }
+                let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+                let (mut stale, mut next) = (Vec::new(), None);
+                for (n, item) in keys.range(from..).map_err(storage)?.enumerate() {
+                    let (id, w) = item.map_err(storage)?;
+                    if n == batch.max(1) {
+                        next = Some(id.value());
+                        break;
+                    }
+                    if crypt::wrapped_key_id(w.value())? != current {
+                        stale.push((id.value(), w.value().to_vec()));
+                    }
+                }
+                for (id, w) in stale {
+                    let rewrapped = crypt::wrap(&*c.keys, &c.data_key(id, &w)?, id)?;
+                    keys.insert(id, rewrapped.as_slice()).map_err(storage)?;
+                    done += 1;
+                }
+                if let Some(n) = next {
+                    meta.insert(META_ROTATION, n.to_le_bytes().as_slice())
+                        .map_err(storage)?;
+                } else {
+                    meta.remove(META_ROTATION).map_err(storage)?;
+                }
+                next.is_none()
+            };
+            txn.commit().map_err(storage)?;
+            if finished {
+                return Ok(done);
+            }
+        }
+    }
+}
+
+/// Completes the restore of a backup into `db`. A backup of an encrypted store holds no data
+/// keys: they are copied from `live` (the store the backup was taken from, or its successor)
+/// for every customer the backup holds, by record or by history. A customer whose key `live`
+/// no longer has was erased after the backup was taken: its data is unreadable
+/// (crypto-shredding), so it is purged from the restored store and left as a tombstone.
+/// Returns the ids purged. A plain backup needs nothing.
+pub(crate) fn restore_data_keys(
+    db: &redb::Database,
+    live: Option<&super::Store>,
+) -> Result<Vec<CustomerId>> {
+    let txn = db.begin_write().map_err(storage)?;
+    let encrypted = txn
+        .open_table(super::META)
+        .map_err(storage)?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .is_some();
+    if !encrypted {
+        return Ok(Vec::new());
+    }
+    let live = live.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NoDataKeys)))?;
+    let src = live.begin_read()?;
+    let live_keys = src.raw_customer_keys()?;
+    let mut gone = BTreeSet::new();
+    {
+        let mut held: BTreeSet<u64> = BTreeSet::new();
+        for item in txn
+            .open_table(CUSTOMERS)
+            .map_err(storage)?
+            .iter()
+            .map_err(storage)?
+        {
+            held.insert(item.map_err(storage)?.0.value());
+        }
+        let history = txn
+            .open_table(Table::CustomerHistory.def())
+            .map_err(storage)?;
+        for item in history.iter().map_err(storage)? {
+            held.extend(head_id(item.map_err(storage)?.0.value()));
+        }
+        let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        for id in held {
+            match live_keys.get(id).map_err(storage)? {
+                Some(w) => drop(keys.insert(id, w.value()).map_err(storage)?),
+                None => drop(gone.insert(id)),
+            }
+        }
+    }
+    if !gone.is_empty() {
+        purge(&txn, &gone, src.now())?;
+    }
+    txn.commit().map_err(storage)?;
+    Ok(gone.into_iter().map(CustomerId::from_u64).collect())
+}
+
+/// The id at the start of a key (`customer ++ ...`).
+fn head_id(k: &[u8]) -> Option<u64> {
+    k.split_first_chunk::<8>()
+        .map(|(id, _)| u64::from_be_bytes(*id))
+}
+
+/// The id at the end of a key (`... ++ customer`).
+fn tail_id(k: &[u8]) -> Option<u64> {
+    k.split_last_chunk::<8>()
+        .map(|(_, id)| u64::from_be_bytes(*id))
+}
+
+/// Removes everything a restored backup holds of the customers in `gone` (whose data keys are
+/// destroyed), from the raw tables, and leaves a tombstone for each.
+fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>) -> Result<()> {
+    let has = |id: Option<u64>| id.is_some_and(|id| gone.contains(&id));
+    let raw = |t: Table| txn.open_table(t.def()).map_err(storage);
+    txn.open_table(CUSTOMERS)
+        .map_err(storage)?
+        .retain(|id, _| !gone.contains(&id))
+        .map_err(storage)?;
+    let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
+    postings.retain(|k, ()| !has(tail_id(k))).map_err(storage)?;
+    txn.open_table(UNIQUES)
+        .map_err(storage)?
+        .retain(|_, id| !gone.contains(&id))
+        .map_err(storage)?;
+    raw(Table::Metrics)?
+        .retain(|k, _| !has(head_id(k)))
+        .map_err(storage)?;
+    // Activities (`customer ++ at ++ activity id`) with their by-id and by-time entries.
+    let mut activities = Vec::new();
+    raw(Table::Activities)?
+        .retain(|k, _| {
+            let drop = has(head_id(k));
+            if drop {
+                activities.push(k.to_vec());
+            }
+            !drop
+        })
+        .map_err(storage)?;
+    let (mut by_id, mut by_time) = (raw(Table::ActivityIds)?, raw(Table::ActivityTime)?);
+    for k in activities.iter().filter(|k| k.len() == 24) {
+        by_id.remove(&k[16..]).map_err(storage)?;
+        by_time.remove(&k[8..]).map_err(storage)?;
+    }
+    let mut seqs = Vec::new();
+    raw(Table::CustomerHistory)?
+        .retain(|k, _| {
+            let drop = has(head_id(k));
+            if drop {
+                seqs.extend(k.get(8..).map(<[u8]>::to_vec));
+            }
+            !drop
+        })
+        .map_err(storage)?;
+    let mut history = raw(Table::History)?;
+    for seq in seqs {
+        history.remove(seq.as_slice()).map_err(storage)?;
+    }
+    raw(Table::Review)?
+        .retain(|k, _| !has(head_id(k)) && !has(tail_id(k)))
+        .map_err(storage)?;
+    raw(Table::Aliases)?
+        .retain(|k, v| !has(head_id(k)) && !has(head_id(v)))
+        .map_err(storage)?;
+    let ids: BTreeSet<CustomerId> = gone.iter().copied().map(CustomerId::from_u64).collect();
+    raw(Table::Merges)?
+        .retain(|_, v| !super::dedup::merge_log_involves(v, &ids))
+        .map_err(storage)?;
+    let mut tombstones = raw(Table::Tombstones)?;
+    for id in &ids {
+        let key = id.as_u64().to_be_bytes();
+        if tombstones.get(key.as_slice()).map_err(storage)?.is_none() {
+            let tomb = super::Tombstone {
+                id: *id,
+                at: now,
+                by: None,
+                reason: "erased after the backup was taken: its data key is destroyed".into(),
+                aliases: Vec::new(),
+            };
+            tombstones
+                .insert(key.as_slice(), codec::encode(&tomb)?.as_slice())
+                .map_err(storage)?;
+        }
+    }
+    let mut counts = raw(Table::ValueCounts)?;
+    super::write::rebuild_value_counts(&postings, &mut counts)
+}

@@ -1,0 +1,462 @@
+//! Guards encryption at rest: every field round-trips, equality lookups, uniqueness and
+//! duplicate detection work on blind indexes, range and prefix scans are refused, a missing,
+//! wrong or altered key is a typed error, and the file holds no customer's email, phone or
+//! name in plain text.
+
+use customerdb::crypt::{Keys, MasterKey};
+use customerdb::dedup::{ClusterSettings, Matcher};
+use customerdb::query::{Field, Query};
+use customerdb::sample::{self, Duplicates};
+use customerdb::{ErrorKind, Index, KeyProblem, Read, Result, Scan, Store, StoreBuilder};
+
+fn keys(byte: u8) -> Keys {
+    Keys::new(1, MasterKey::from_bytes(&[byte; 32]).unwrap())
+}
+
+fn encrypted() -> StoreBuilder {
+    Store::builder().default_region("GB").encryption(keys(7))
+}
+
+fn key_problem(e: &customerdb::Error) -> KeyProblem {
+    match e.kind() {
+        ErrorKind::Key(p) => p.clone(),
+        other => panic!("not a key error: {other:?}"),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn every_field_round_trips_and_equality_lookups_work() -> Result<()> {
+    let people = sample::generate(0x00C0_FFEE, 60);
+    let plain = Store::builder().default_region("GB").in_memory()?;
+    let store = encrypted().in_memory()?;
+    let mut ids = Vec::new();
+    for s in [&plain, &store] {
+        let mut tx = s.begin_write()?;
+        ids = people
+            .iter()
+            .map(|p| tx.insert(p.to_builder()))
+            .collect::<Result<_>>()?;
+        tx.commit()?;
+    }
+    let (plain_tx, tx) = (plain.begin_read()?, store.begin_read()?);
+    for (person, id) in people.iter().zip(&ids) {
+        let want = plain_tx.get(*id)?.unwrap();
+        let got = tx.get(*id)?.unwrap();
+        assert_eq!(got.customer, want.customer);
+        assert_eq!(tx.find_by_email(&person.email)?.map(|r| r.id), Some(*id));
+        let (system, x) = &person.external_id;
+        assert_eq!(tx.find_by_external_id(system, x)?.map(|r| r.id), Some(*id));
+        let phone = &want.customer.phones[0];
+        assert!(tx.find_by_phone(phone.e164())?.iter().any(|r| r.id == *id));
+        assert!(
+            tx.ids(&Index::FamilyName, &Scan::eq(person.family_name.as_str()))?
+                .contains(id)
+        );
+        assert!(
+            tx.ids(&Index::BirthDate, &Scan::eq(person.birth_date))?
+                .contains(id)
+        );
+        assert!(
+            tx.ids(&Index::Country, &Scan::eq(person.country.as_str()))?
+                .contains(id)
+        );
+    }
+    let customers = |t: &customerdb::ReadTxn| -> Result<Vec<customerdb::Customer>> {
+        t.customers()?.map(|r| r.map(|r| r.customer)).collect()
+    };
+    assert!(customers(&tx)? == customers(&plain_tx)?);
+    // History is sealed on disk and readable through the store.
+    let fields = |t: &customerdb::ReadTxn| -> Result<Vec<_>> {
+        Ok(t.changes(0, 1000)?.into_iter().map(|c| c.fields).collect())
+    };
+    assert_eq!(tx.changes(0, 1000)?.len(), people.len());
+    assert!(fields(&tx)? == fields(&plain_tx)?);
+    assert!(store.verify()?.is_clean());
+
+    // Uniqueness holds on blind hashes.
+    let mut writer = store.begin_write()?;
+    let clash = customerdb::Customer::builder().email(people[0].email.to_uppercase());
+    let e = writer.insert(clash).unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Conflict { index: "email", existing, .. } if *existing == ids[0])
+    );
+    drop(writer);
+
+    // Range and prefix scans of blinded indexes are refused, not answered wrongly.
+    let tx = store.begin_read()?;
+    let born = people[0].birth_date;
+    for (index, scan, what) in [
+        (Index::BirthDate, Scan::range(born..), "range"),
+        (Index::FamilyName, Scan::prefix("sm"), "prefix"),
+        (Index::Email, Scan::prefix("a"), "prefix"),
+    ] {
+        let e = tx.ids(&index, &scan).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Blinded { scan, .. } if *scan == what),
+            "{e}"
+        );
+    }
+    // Indexes of values that stay plain still scan by range.
+    assert!(!tx.ids(&Index::Country, &Scan::prefix("G"))?.is_empty());
+
+    // Queries: equality on blinded fields, fuzzy names (compared on decrypted records) and
+    // group-bys answer as on a plain store; a range on a blinded field is refused.
+    let family = &people[1].family_name;
+    for text in [
+        format!(r#"email = "{}""#, people[2].email),
+        format!(r#"family_name ~ "{family}" within 1"#),
+        format!(r#"postcode = "{}" or tag = "vip""#, people[3].postcode),
+    ] {
+        let q = Query::parse(&text)?;
+        assert_eq!(q.ids(&tx)?, q.ids(&plain_tx)?, "{text}");
+        assert!(!q.ids(&tx)?.is_empty(), "{text}");
+    }
+    for field in [Field::Locality, Field::Postcode, Field::Country] {
+        assert_eq!(
+            Query::all().group_by(&tx, &field, None)?,
+            Query::all().group_by(&plain_tx, &field, None)?
+        );
+    }
+    for text in [r#"family_name starts_with "Sm""#, "birth_date < 1990-01-01"] {
+        let e = Query::parse(text).and_then(|q| q.ids(&tx)).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Blinded { .. }), "{text}: {e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_missing_wrong_or_unknown_key_is_refused_on_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("enc.redb");
+    {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        tx.insert(customerdb::Customer::builder().name("Ada Lovelace"))?;
+        tx.commit()?;
+    }
+    let e = Store::open(&path).unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::Missing);
+    let e = Store::builder()
+        .encryption(keys(8))
+        .open(&path)
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::WrongKey(1));
+    let other_id = Keys::new(2, MasterKey::from_bytes(&[7; 32])?);
+    let e = Store::builder()
+        .encryption(other_id)
+        .open(&path)
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::UnknownKeyId(1));
+    let store = encrypted().open(&path)?;
+    assert_eq!(store.begin_read()?.count()?, 1);
+    drop(store);
+
+    let plain = dir.path().join("plain.redb");
+    drop(Store::create(&plain)?);
+    let e = encrypted().open(&plain).unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::NotEncrypted);
+    Ok(())
+}
+
+#[test]
+fn altered_or_swapped_ciphertext_is_a_typed_error() -> Result<()> {
+    use redb::ReadableTable as _;
+    const CUSTOMERS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("customers");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("enc.redb");
+    let (a, b, c) = {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        let a = tx.insert(customerdb::Customer::builder().name("Ada Lovelace"))?;
+        let b = tx.insert(customerdb::Customer::builder().name("Grace Hopper"))?;
+        let c = tx.insert(customerdb::Customer::builder().name("Alan Turing"))?;
+        tx.commit()?;
+        (a, b, c)
+    };
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(CUSTOMERS).unwrap();
+            let mut altered = t.get(a.as_u64()).unwrap().unwrap().value().to_vec();
+            let last = altered.len() - 1;
+            altered[last] ^= 0x01;
+            // Customer c's ciphertext moved under b's id.
+            let moved = t.get(c.as_u64()).unwrap().unwrap().value().to_vec();
+            t.insert(a.as_u64(), altered.as_slice()).unwrap();
+            t.insert(b.as_u64(), moved.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = encrypted().open(&path)?;
+    let tx = store.begin_read()?;
+    for id in [a, b] {
+        let e = tx.get(id).unwrap_err();
+        assert_eq!(
+            key_problem(&e),
+            KeyProblem::Unauthentic {
+                what: "customer record"
+            }
+        );
+    }
+    assert!(tx.get(c)?.is_some());
+    let report = store.verify()?;
+    let undecodable = report
+        .problems
+        .iter()
+        .filter(|p| matches!(p, customerdb::Problem::UndecodableRecord { .. }))
+        .count();
+    assert_eq!(undecodable, 2, "{:?}", report.problems);
+    Ok(())
+}
+
+#[test]
+fn the_file_holds_no_email_phone_or_name_in_plain_text() -> Result<()> {
+    let people = sample::generate(0x5EA1_ED00, 150);
+    let dir = tempfile::tempdir()?;
+    let scan = |builder: StoreBuilder, name: &str| -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+        let path = dir.path().join(name);
+        let store = builder.create(&path)?;
+        let mut tx = store.begin_write()?;
+        let mut ids = Vec::new();
+        for p in &people {
+            ids.push(tx.insert(p.to_builder())?);
+        }
+        tx.commit()?;
+        // Updates leave history entries and freed pages with older values.
+        let mut tx = store.begin_write()?;
+        for id in ids.iter().step_by(3) {
+            let mut c = tx.get(*id)?.unwrap().customer;
+            c.job_title = Some("Curator".into());
+            tx.update(*id, c)?;
+        }
+        tx.commit()?;
+        let stored: Vec<_> = store.begin_read()?.customers()?.collect::<Result<_>>()?;
+        drop(store);
+        let mut needles = Vec::new();
+        for (p, r) in people.iter().zip(&stored) {
+            let c = &r.customer;
+            needles.push(p.email.clone().into_bytes());
+            needles.push(c.emails[0].match_key().as_bytes().to_vec());
+            needles.push(c.phones[0].e164().as_bytes().to_vec());
+            needles.push(p.phone.clone().into_bytes());
+            for n in [&p.family_name, &p.given_name] {
+                // Short names occur by chance in any file of this size; six bytes do not.
+                if n.len() >= 6 {
+                    needles.push(n.clone().into_bytes());
+                    needles.push(customerdb::normalize::fold_key(n).into_bytes());
+                }
+            }
+        }
+        Ok((std::fs::read(&path)?, needles))
+    };
+    let (bytes, needles) = scan(encrypted(), "enc.redb")?;
+    let found: Vec<String> = needles
+        .iter()
+        .filter(|n| contains(&bytes, n))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    assert!(
+        found.is_empty(),
+        "plain text in the encrypted file: {found:?}"
+    );
+    // The same scan finds every email in a plain store, so it can fail.
+    let (bytes, _) = scan(Store::builder().default_region("GB"), "plain.redb")?;
+    assert!(people.iter().all(|p| contains(&bytes, p.email.as_bytes())));
+    Ok(())
+}
+
+#[test]
+fn duplicates_are_found_on_an_encrypted_store_as_on_a_plain_one() -> Result<()> {
+    let records: Vec<_> = Duplicates::new(11).take(300).collect();
+    let plain = Store::builder().default_region("GB").in_memory()?;
+    let store = encrypted().in_memory()?;
+    for s in [&plain, &store] {
+        let mut tx = s.begin_write()?;
+        for r in &records {
+            let (c, _) = r.to_builder().build_lenient();
+            // A copy may repeat an email; both stores refuse the same ones.
+            match tx.insert(c) {
+                Err(e) if matches!(e.kind(), ErrorKind::Conflict { .. }) => {}
+                other => drop(other?),
+            }
+        }
+        tx.commit()?;
+    }
+    let matcher = Matcher::default();
+    let settings = ClusterSettings::default();
+    let want = plain.begin_read()?.find_duplicates(&matcher, &settings)?;
+    let got = store.begin_read()?.find_duplicates(&matcher, &settings)?;
+    assert!(!want.is_empty());
+    let ids =
+        |cs: &[customerdb::DuplicateCluster]| cs.iter().map(|c| c.ids.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&got), ids(&want));
+    // Match on insert looks candidates up in the blinded match-key index.
+    let copy = records
+        .windows(2)
+        .find(|w| w[0].entity == w[1].entity)
+        .map(|w| w[1].to_builder().build_lenient().0)
+        .unwrap();
+    let tx = store.begin_read()?;
+    assert_eq!(
+        tx.duplicates_of(&copy, 0.5)?.len(),
+        plain.begin_read()?.duplicates_of(&copy, 0.5)?.len()
+    );
+    assert!(!tx.duplicates_of(&copy, 0.5)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn an_old_backup_restored_after_an_erasure_does_not_reveal_the_erased() -> Result<()> {
+    let people = sample::generate(0x0BAC_CF11, 40);
+    let dir = tempfile::tempdir()?;
+    let live = encrypted().create(dir.path().join("live.redb"))?;
+    let mut tx = live.begin_write()?;
+    let ids: Vec<_> = people
+        .iter()
+        .map(|p| tx.insert(p.to_builder()))
+        .collect::<Result<_>>()?;
+    tx.commit()?;
+    let mut tx = live.begin_write()?;
+    for id in &ids[..5] {
+        let mut c = tx.get(*id)?.unwrap().customer;
+        c.job_title = Some("Archivist".into());
+        tx.update(*id, c)?;
+    }
+    tx.commit()?;
+    let backup = dir.path().join("before.cdbk");
+    live.backup_to(&backup)?;
+    // The backup holds sealed records and no data keys.
+    let bytes = std::fs::read(&backup)?;
+    assert!(!people.iter().any(|p| contains(&bytes, p.email.as_bytes())));
+
+    let mut tx = live.begin_write_as("dpo")?;
+    tx.erase(ids[0], "art. 17 request", customerdb::Suppress::No)?;
+    tx.commit()?;
+
+    // Without a source of data keys the backup cannot be restored readable.
+    let e = encrypted()
+        .restore_from(&backup, dir.path().join("no-keys.redb"))
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::NoDataKeys);
+
+    let restored = encrypted()
+        .data_keys_from(&live)
+        .restore_from(&backup, dir.path().join("restored.redb"))?;
+    let tx = restored.begin_read()?;
+    assert!(tx.get(ids[0])?.is_none());
+    assert!(tx.find_by_email(&people[0].email)?.is_none());
+    assert!(tx.tombstone(ids[0])?.is_some());
+    assert!(
+        tx.changes(0, 10_000)?
+            .iter()
+            .all(|c| c.customer != Some(ids[0]))
+    );
+    let now = live.begin_read()?;
+    for id in &ids[1..] {
+        assert_eq!(
+            tx.get(*id)?.unwrap().customer,
+            now.get(*id)?.unwrap().customer
+        );
+    }
+    assert_eq!(tx.count()?, ids.len() as u64 - 1);
+    let report = restored.verify()?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    Ok(())
+}
+
+#[test]
+fn rotating_the_master_key_keeps_everything_readable_and_retires_the_old_key() -> Result<()> {
+    let people = sample::generate(0x0007_0A7E, 25);
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rot.redb");
+    let before = {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        for p in &people {
+            tx.insert(p.to_builder())?;
+        }
+        tx.commit()?;
+        let customers: Vec<_> = store.begin_read()?.customers()?.collect::<Result<_>>()?;
+        customers
+    };
+    let new_key = || MasterKey::from_bytes(&[9; 32]).unwrap();
+    {
+        let store = Store::builder()
+            .default_region("GB")
+            .encryption(keys(7).with(2, new_key()))
+            .open(&path)?;
+        // New customers get data keys under the new current key at once.
+        let mut tx = store.begin_write()?;
+        tx.insert(customerdb::Customer::builder().name("Rosalind Franklin"))?;
+        tx.commit()?;
+        // Resumable batches: 4 customers per transaction.
+        assert_eq!(store.rotate_keys(4)?, people.len() as u64);
+        assert_eq!(store.rotate_keys(4)?, 0, "nothing left under the old key");
+        assert!(store.verify()?.is_clean());
+    }
+    // The old master key is no longer needed, and no longer enough.
+    let only_new = Keys::new(2, new_key());
+    let store = Store::builder().encryption(only_new).open(&path)?;
+    let tx = store.begin_read()?;
+    for r in &before {
+        assert_eq!(tx.get(r.id)?.unwrap().customer, r.customer);
+    }
+    assert_eq!(
+        tx.find_by_email(&people[3].email)?.map(|r| r.id),
+        Some(before[3].id)
+    );
+    assert_eq!(tx.changes(0, 1000)?.len(), people.len() + 1);
+    assert!(store.verify()?.is_clean());
+    drop((tx, store));
+    let e = Store::builder()
+        .encryption(keys(7))
+        .open(&path)
+        .unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::UnknownKeyId(2));
+    Ok(())
+}
+
+#[test]
+fn merge_logs_are_sealed_and_unmerge_still_works() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("merge.redb");
+    let email = "marguerite.perey@institut-curie.example";
+    let (a, b, merge) = {
+        let store = encrypted().create(&path)?;
+        let mut tx = store.begin_write()?;
+        let a = tx.insert(customerdb::Customer::builder().name("Marguerite Perey"))?;
+        let b = tx.insert(
+            customerdb::Customer::builder()
+                .name("Marguerite Catherine Perey")
+                .email(email),
+        )?;
+        let plan = tx.merge_plan(a, &[b], &customerdb::Survivorship::Survivor)?;
+        let merge = tx.merge(&plan)?;
+        tx.commit()?;
+        (a, b, merge)
+    };
+    let bytes = std::fs::read(&path)?;
+    assert!(!contains(&bytes, email.as_bytes()));
+    assert!(!contains(&bytes, b"Catherine"));
+    let store = encrypted().open(&path)?;
+    let mut tx = store.begin_write()?;
+    tx.unmerge(merge)?;
+    tx.commit()?;
+    let tx = store.begin_read()?;
+    assert_eq!(tx.find_by_email(email)?.map(|r| r.id), Some(b));
+    assert!(tx.get(a)?.unwrap().customer.emails.is_empty());
+    drop(tx);
+    assert!(store.verify()?.is_clean());
+    // Erasing the customer once merged finds the sealed log by its readable ids and removes it.
+    let mut tx = store.begin_write()?;
+    tx.erase(b, "asked", customerdb::Suppress::No)?;
+    tx.commit()?;
+    assert!(store.begin_read()?.subject_export(a).is_ok());
+    assert!(store.verify()?.is_clean());
+    Ok(())
+}
