@@ -120,7 +120,7 @@ pub use text::{MAX_TEXT_LEN, clean_display, fold_key, name_key, phonetic_keys};
 
 pub(crate) use address::normalize_postcode;
 pub(crate) use country::lookup_country;
-pub(crate) use email::normalize_email;
+pub(crate) use email::{normalize_email, quick_match_key};
 pub(crate) use name::{clean_name_text, split_name};
 pub(crate) use phone::normalize_phone;
 pub(crate) use text::{check_text, optional_text, phonetic_codes};
