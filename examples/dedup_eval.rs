@@ -263,8 +263,13 @@ fn evaluate_store(name: &str, rows: &[Row], truth: &[String], matcher: &Matcher)
 
 /// Peak resident set size of this process in MiB (`VmHWM`), if the platform reports it.
 fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// A size from `/proc/self/status` (`VmHWM:`, `VmRSS:`) in MiB.
+fn status_mib(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -291,9 +296,12 @@ fn scale(n: usize) {
     let loaded = t.elapsed().as_secs_f64();
     let rss_loaded = peak_rss_mib().unwrap_or(f64::NAN);
     // Restart the peak from what is resident now (Linux: `clear_refs` 5 resets VmHWM), so
-    // the peak below is the matching's, not standardisation's (its phone-number regex cache
-    // alone is a few hundred MiB, and freed pages stay resident).
+    // the peak below is the matching's, not standardisation's. What is resident now stays in
+    // that peak: the records (about 270 bytes each) and what standardisation left behind,
+    // mostly the phone-number pattern cache with its match caches (several hundred MiB at a
+    // million numbers), which matching never touches.
     let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss_start = status_mib("VmRSS:").unwrap_or(f64::NAN);
     let t = Instant::now();
     let run = Matcher::default().run(&recs).expect("matching run");
     let secs = t.elapsed().as_secs_f64();
@@ -304,7 +312,8 @@ fn scale(n: usize) {
     println!("stages: {:?}", run.timings);
     println!(
         "scale {n}: generated and standardised in {loaded:.1}s (peak RSS {rss_loaded:.0} MiB); \
-         matching {secs:.2}s, peak RSS {rss:.0} MiB{}; {} candidates, pair completeness {:.4}, {pairs}",
+         matching {secs:.2}s, peak RSS {rss:.0} MiB{} ({rss_start:.0} MiB resident when it \
+         started, records included); {} candidates, pair completeness {:.4}, {pairs}",
         if reset { " while matching" } else { "" },
         run.candidates.len(),
         blocking.pair_completeness(),

@@ -1,6 +1,7 @@
 //! Clustering scored pairs into entities, guarded against chains.
 
-use super::model::ScoredPair;
+use super::block::CandidatePair;
+use super::model::{ScoredPair, probability};
 
 /// The clustering rule's parameters (see [`cluster`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,48 +123,127 @@ pub fn cluster(
     n: usize,
     pairs: &[ScoredPair],
     settings: &ClusterSettings,
+    score: impl FnMut(usize, usize) -> f64,
+) -> Clusters {
+    cluster_scored(n, pairs, settings, score)
+}
+
+/// Scored pairs as [`cluster`] reads them, by position.
+pub(crate) trait PairScores {
+    /// How many pairs.
+    fn len(&self) -> usize;
+    /// The records of pair `i`.
+    fn pair(&self, i: usize) -> (usize, usize);
+    /// The weight pair `i` is ranked by.
+    fn weight(&self, i: usize) -> f64;
+    /// The probability pair `i` is judged by.
+    fn probability(&self, i: usize) -> f64;
+}
+
+impl PairScores for [ScoredPair] {
+    fn len(&self) -> usize {
+        <[ScoredPair]>::len(self)
+    }
+
+    fn pair(&self, i: usize) -> (usize, usize) {
+        self.get(i).map_or((0, 0), |p| (p.a, p.b))
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        self.get(i).map_or(f64::NEG_INFINITY, |p| p.score.weight)
+    }
+
+    fn probability(&self, i: usize) -> f64 {
+        self.get(i).map_or(0.0, |p| p.score.probability)
+    }
+}
+
+/// Candidate pairs and their weights side by side (what [`super::Matcher::run`] keeps), each
+/// probability computed from its weight.
+pub(crate) struct Weighted<'p> {
+    pub pairs: &'p [CandidatePair],
+    pub weights: &'p [f64],
+}
+
+impl PairScores for Weighted<'_> {
+    fn len(&self) -> usize {
+        self.pairs.len().min(self.weights.len())
+    }
+
+    fn pair(&self, i: usize) -> (usize, usize) {
+        self.pairs.get(i).map_or((0, 0), |p| (p.a(), p.b()))
+    }
+
+    fn weight(&self, i: usize) -> f64 {
+        self.weights.get(i).copied().unwrap_or(f64::NEG_INFINITY)
+    }
+
+    fn probability(&self, i: usize) -> f64 {
+        self.weights.get(i).map_or(0.0, |&w| probability(w))
+    }
+}
+
+/// No record: the end of a member list.
+const NONE: u32 = u32::MAX;
+
+/// The members of the cluster rooted at `root`, in the order they joined.
+fn members(next: &[u32], root: usize) -> impl Iterator<Item = usize> + '_ {
+    std::iter::successors(Some(root as u32), |&i| {
+        next.get(i as usize).copied().filter(|&j| j != NONE)
+    })
+    .map(|i| i as usize)
+}
+
+/// [`cluster`] over any [`PairScores`].
+///
+/// Memory: 16 bytes per record (parent, next member, last member, size), 8 per link, and
+/// nothing per pair when the pairs come sorted.
+pub(crate) fn cluster_scored<S: PairScores + ?Sized>(
+    n: usize,
+    pairs: &S,
+    settings: &ClusterSettings,
     mut score: impl FnMut(usize, usize) -> f64,
 ) -> Clusters {
+    // Record indexes are kept in 32 bits; records past that are left alone.
+    let n = n.min(NONE as usize);
     let known = Known::new(pairs);
-    let mut links: Vec<&ScoredPair> = pairs
-        .iter()
-        .filter(|p| p.a < n && p.b < n && p.a != p.b && p.score.probability >= settings.threshold)
+    let mut links: Vec<usize> = (0..pairs.len())
+        .filter(|&i| {
+            let (a, b) = pairs.pair(i);
+            a < n && b < n && a != b && pairs.probability(i) >= settings.threshold
+        })
         .collect();
-    links.sort_by(|x, y| {
-        y.score
-            .weight
-            .total_cmp(&x.score.weight)
-            .then(key(x.a, x.b).cmp(&key(y.a, y.b)))
+    links.sort_by(|&x, &y| {
+        pairs
+            .weight(y)
+            .total_cmp(&pairs.weight(x))
+            .then(key_of(pairs.pair(x)).cmp(&key_of(pairs.pair(y))))
     });
     let mut report = ClusterReport {
         links: links.len(),
         ..ClusterReport::default()
     };
-    let mut parent: Vec<usize> = (0..n).collect();
-    // A record's cluster members, filled in only once it has merged: most records never do,
-    // and a million one-element vectors are 50 MB.
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let grown = |members: &mut Vec<Vec<usize>>, root: usize| {
-        if members[root].is_empty() {
-            members[root].push(root);
-        }
-    };
+    // Union-find over u32, and each cluster's members as a list threaded through `next`
+    // from its root (which is always its first member) to `last[root]`.
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    let mut next: Vec<u32> = vec![NONE; n];
+    let mut last: Vec<u32> = (0..n as u32).collect();
+    let mut size: Vec<u32> = vec![1; n];
     for link in links {
-        let (ra, rb) = (find(&mut parent, link.a), find(&mut parent, link.b));
+        let (a, b) = pairs.pair(link);
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
         if ra == rb {
             continue;
         }
-        grown(&mut members, ra);
-        grown(&mut members, rb);
-        let (x, y) = (&members[ra], &members[rb]);
-        if x.len() * y.len() > settings.max_cross_pairs {
+        let cross = size[ra] as usize * size[rb] as usize;
+        if cross > settings.max_cross_pairs {
             report.refused_size += 1;
             continue;
         }
         let (mut sum, mut min) = (0.0, f64::INFINITY);
-        for &i in x {
-            for &j in y {
-                let p = if let Some(p) = known.get(key(i, j)) {
+        for i in members(&next, ra) {
+            for j in members(&next, rb) {
+                let p = if let Some(p) = known.get(pairs, key(i, j)) {
                     p
                 } else {
                     report.scored_on_demand += 1;
@@ -173,7 +253,7 @@ pub fn cluster(
                 min = min.min(p);
             }
         }
-        let average = sum / (x.len() * y.len()) as f64;
+        let average = sum / cross as f64;
         if average < settings.min_average {
             report.refused_average += 1;
             continue;
@@ -182,17 +262,19 @@ pub fn cluster(
             report.refused_min_link += 1;
             continue;
         }
-        // Union by size: the smaller cluster's members move.
-        let (big, small) = if members[ra].len() >= members[rb].len() {
+        // Union by size: the smaller cluster's members move, appended after the larger's.
+        let (big, small) = if size[ra] >= size[rb] {
             (ra, rb)
         } else {
             (rb, ra)
         };
-        let moved = std::mem::take(&mut members[small]);
-        members[big].extend(moved);
-        parent[small] = big;
+        next[last[big] as usize] = small as u32;
+        last[big] = last[small];
+        size[big] += size[small];
+        parent[small] = big as u32;
         report.merges += 1;
     }
+    drop((next, last, size));
     // Number clusters by first member.
     let mut labels = vec![u32::MAX; n];
     let mut count = 0usize;
@@ -211,34 +293,50 @@ pub fn cluster(
     }
 }
 
+fn key_of((a, b): (usize, usize)) -> (usize, usize) {
+    key(a, b)
+}
+
 /// The probabilities of the scored pairs by `(low, high)` record index. Pairs as scoring gives
 /// them (candidate order: sorted, low index first) are searched in place, which matters at
 /// millions of pairs; other input is copied and sorted first.
-enum Known<'p> {
-    InPlace(&'p [ScoredPair]),
+enum Known {
+    InPlace,
     Sorted(Vec<((usize, usize), f64)>),
 }
 
-impl<'p> Known<'p> {
-    fn new(pairs: &'p [ScoredPair]) -> Known<'p> {
-        if pairs.iter().all(|p| p.a < p.b) && pairs.is_sorted_by_key(|p| (p.a, p.b)) {
-            return Known::InPlace(pairs);
+impl Known {
+    fn new<S: PairScores + ?Sized>(pairs: &S) -> Known {
+        let len = pairs.len();
+        let in_order = (0..len).all(|i| {
+            let (a, b) = pairs.pair(i);
+            a < b && (i == 0 || pairs.pair(i - 1) <= (a, b))
+        });
+        if in_order {
+            return Known::InPlace;
         }
-        let mut sorted: Vec<((usize, usize), f64)> = pairs
-            .iter()
-            .map(|p| (key(p.a, p.b), p.score.probability))
+        let mut sorted: Vec<((usize, usize), f64)> = (0..len)
+            .map(|i| (key_of(pairs.pair(i)), pairs.probability(i)))
             .collect();
         sorted.sort_by_key(|&(k, _)| k);
         Known::Sorted(sorted)
     }
 
-    fn get(&self, k: (usize, usize)) -> Option<f64> {
+    fn get<S: PairScores + ?Sized>(&self, pairs: &S, k: (usize, usize)) -> Option<f64> {
         match self {
-            Known::InPlace(pairs) => pairs
-                .binary_search_by_key(&k, |p| (p.a, p.b))
-                .ok()
-                .and_then(|i| pairs.get(i))
-                .map(|p| p.score.probability),
+            Known::InPlace => {
+                // Binary search over positions: the first pair not before `k`.
+                let (mut lo, mut hi) = (0, pairs.len());
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if pairs.pair(mid) < k {
+                        lo = mid + 1;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                (lo < pairs.len() && pairs.pair(lo) == k).then(|| pairs.probability(lo))
+            }
             Known::Sorted(sorted) => sorted
                 .binary_search_by_key(&k, |&(k, _)| k)
                 .ok()
@@ -248,12 +346,13 @@ impl<'p> Known<'p> {
     }
 }
 
-fn find(parent: &mut [usize], mut i: usize) -> usize {
-    while parent[i] != i {
-        parent[i] = parent[parent[i]];
-        i = parent[i];
+fn find(parent: &mut [u32], i: usize) -> usize {
+    let mut i = i as u32;
+    while parent[i as usize] != i {
+        parent[i as usize] = parent[parent[i as usize] as usize];
+        i = parent[i as usize];
     }
-    i
+    i as usize
 }
 
 #[cfg(test)]

@@ -14,6 +14,9 @@ use crate::sample::SplitMix64;
 /// Level value for a missing comparison in a packed comparison vector.
 const MISSING: u8 = u8::MAX;
 
+/// A record's name count when it has no such name (see [`Model::weights_packed`]).
+const NO_VALUE: u32 = u32::MAX;
+
 /// Probabilities are kept inside `[FLOOR, 1 - FLOOR]`, so every weight is finite.
 const FLOOR: f64 = 1e-9;
 
@@ -106,19 +109,20 @@ impl TermFrequencies {
         [hashed(&self.given), hashed(&self.family)]
     }
 
-    /// [`TermFrequencies::frequency`] through a [`TermFrequencies::lookup_table`].
-    fn frequency_in(
-        &self,
+    /// The count of a value in the table of the comparison's field, through a
+    /// [`TermFrequencies::lookup_table`]; `None` when the field has no table or the value is
+    /// not in it.
+    fn count_in(
         table: &[HashMap<&str, u32, FastHash>; 2],
         comparison: &Comparison,
         value: &str,
-    ) -> Option<f64> {
+    ) -> Option<u32> {
         let table = match comparison {
             Comparison::GivenName => &table[0],
             Comparison::FamilyName => &table[1],
             _ => return None,
         };
-        self.relative(table.get(value).copied())
+        table.get(value).copied()
     }
 }
 
@@ -206,7 +210,7 @@ pub struct Score {
 }
 
 impl Score {
-    fn from_weight(weight: f64) -> Score {
+    pub(crate) fn from_weight(weight: f64) -> Score {
         Score {
             weight,
             probability: probability(weight),
@@ -623,8 +627,30 @@ impl Model {
         pairs: &[CandidatePair],
         vectors: &[u8],
     ) -> Vec<ScoredPair> {
+        let weights = self.weights_packed(records, pairs, vectors);
+        // Sized once: growing a vector of millions of pairs by doubling holds two copies.
+        let mut out = Vec::with_capacity(pairs.len());
+        out.extend(pairs.iter().zip(weights).map(|(p, w)| ScoredPair {
+            a: p.a(),
+            b: p.b(),
+            score: Score::from_weight(w),
+        }));
+        out
+    }
+
+    /// The match weight of each pair from its packed comparison vector, in the pairs' order:
+    /// 8 bytes a pair, where a [`ScoredPair`] is 32 (the probability follows from the weight,
+    /// the records from the pair). A pair naming a record out of range weighs the prior alone.
+    pub(crate) fn weights_packed(
+        &self,
+        records: &[MatchRecord],
+        pairs: &[CandidatePair],
+        vectors: &[u8],
+    ) -> Vec<f64> {
         let k = self.comparisons.len().max(1);
-        // Each record's name frequencies, looked up once rather than once per pair.
+        // Each record's name counts, looked up once rather than once per pair: 4 bytes per
+        // record and column (`NO_VALUE` when the record has none, 0 when the table lacks it),
+        // the frequency computed from the count as `TermFrequencies::relative` does.
         let table = self.term_frequencies.lookup_table();
         let columns: Vec<&Comparison> = self
             .comparisons
@@ -633,42 +659,43 @@ impl Model {
             .filter(|c| c.has_term_frequency())
             .collect();
         let t = columns.len();
-        let frequencies: Vec<Option<f64>> = records
+        let counts: Vec<u32> = records
             .iter()
             .flat_map(|r| {
                 columns.iter().map(|c| {
-                    let value = c.tf_value(r)?;
-                    self.term_frequencies.frequency_in(&table, c, value)
+                    c.tf_value(r).map_or(NO_VALUE, |value| {
+                        TermFrequencies::count_in(&table, c, value).unwrap_or(0)
+                    })
                 })
             })
             .collect();
-        // Sized once: growing a vector of millions of pairs by doubling holds two copies.
+        drop(table);
+        let prior = self.prior_weight();
         let mut out = Vec::with_capacity(pairs.len());
-        out.extend(
-            pairs
-                .iter()
-                .zip(vectors.chunks_exact(k))
-                .filter_map(|(p, v)| {
-                    records.get(p.b())?;
-                    let own = frequencies.get(p.a() * t..(p.a() + 1) * t)?;
-                    let mut w = self.prior_weight();
-                    let mut column = 0;
-                    for (params, &l) in self.comparisons.iter().zip(v) {
-                        let tf = if params.comparison.has_term_frequency() {
-                            column += 1;
-                            own.get(column - 1).copied().flatten()
-                        } else {
-                            None
-                        };
-                        w += Model::term_weight_with(params, l, tf).0;
+        out.extend(pairs.iter().zip(vectors.chunks_exact(k)).map(|(p, v)| {
+            let mut w = prior;
+            let Some(own) = counts.get(p.a() * t..(p.a() + 1) * t) else {
+                return w;
+            };
+            if records.get(p.b()).is_none() {
+                return w;
+            }
+            let mut column = 0;
+            for (params, &l) in self.comparisons.iter().zip(v) {
+                let tf = if params.comparison.has_term_frequency() {
+                    column += 1;
+                    match own.get(column - 1).copied() {
+                        None | Some(NO_VALUE) => None,
+                        Some(0) => self.term_frequencies.relative(None),
+                        Some(count) => self.term_frequencies.relative(Some(count)),
                     }
-                    Some(ScoredPair {
-                        a: p.a(),
-                        b: p.b(),
-                        score: Score::from_weight(w),
-                    })
-                }),
-        );
+                } else {
+                    None
+                };
+                w += Model::term_weight_with(params, l, tf).0;
+            }
+            w
+        }));
         out
     }
 
@@ -886,44 +913,52 @@ fn group_patterns<'v>(
 const PARALLEL_MIN: usize = 20_000;
 
 /// Packed comparison vectors of `pairs`, concatenated in order, computed on every core.
-/// A pair naming a record out of range gets an all-missing vector.
+/// A pair naming a record out of range gets an all-missing vector. Each worker writes its
+/// share of the one output buffer, so the vectors are held once, not once in the workers'
+/// buffers and again in the result.
 fn parallel_vectors<P: PairOf>(model: &Model, records: &[MatchRecord], pairs: &[P]) -> Vec<u8> {
     let k = model.comparisons.len();
-    let run = |chunk: &[P]| -> Vec<u8> {
-        let mut out = Vec::with_capacity(chunk.len() * k);
+    let run = |chunk: &[P], out: &mut [u8]| {
         let mut packed = Vec::with_capacity(k);
-        for p in chunk {
+        for (p, slot) in chunk.iter().zip(out.chunks_exact_mut(k.max(1))) {
             let (a, b) = p.records();
             match (records.get(a), records.get(b)) {
                 (Some(ra), Some(rb)) => {
                     model.pack(ra, rb, &mut packed);
-                    out.extend_from_slice(&packed);
+                    slot.copy_from_slice(&packed);
                 }
-                _ => out.extend(std::iter::repeat_n(MISSING, k)),
+                _ => slot.fill(MISSING),
             }
         }
-        out
     };
+    let mut out = vec![MISSING; pairs.len() * k];
+    if k == 0 {
+        return out;
+    }
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     if threads < 2 || pairs.len() < PARALLEL_MIN {
-        return run(pairs);
+        run(pairs, &mut out);
+        return out;
     }
     let chunk = pairs.len().div_ceil(threads);
-    std::thread::scope(|s| {
+    let failed: Vec<usize> = std::thread::scope(|s| {
         let handles: Vec<_> = pairs
             .chunks(chunk)
-            .map(|c| s.spawn(move || run(c)))
+            .zip(out.chunks_mut(chunk * k))
+            .map(|(c, o)| s.spawn(move || run(c, o)))
             .collect();
-        let mut out = Vec::with_capacity(pairs.len() * k);
-        for (h, c) in handles.into_iter().zip(pairs.chunks(chunk)) {
-            // A panicking comparator is a bug; recompute that chunk here rather than lose it.
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(_) => out.extend(run(c)),
-            }
+        (0..handles.len())
+            .zip(handles)
+            .filter_map(|(i, h)| h.join().is_err().then_some(i))
+            .collect()
+    });
+    // A panicking comparator is a bug; recompute that chunk here rather than lose it.
+    for i in failed {
+        if let (Some(c), Some(o)) = (pairs.chunks(chunk).nth(i), out.chunks_mut(chunk * k).nth(i)) {
+            run(c, o);
         }
-        out
-    })
+    }
+    out
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ fn a_saved_model_scores_like_the_trained_one() {
     let (records, _, run) = febrl1_run();
     let bytes = postcard::to_allocvec(&run.model).unwrap();
     let loaded: Model = postcard::from_bytes(&bytes).unwrap();
-    for p in run.pairs.iter().take(200) {
+    for p in run.pairs().take(200) {
         assert_eq!(loaded.score(&records[p.a], &records[p.b]), p.score);
     }
 }
@@ -89,7 +89,7 @@ fn a_saved_model_scores_like_the_trained_one() {
 #[test]
 fn explanations_add_up_to_the_scores() {
     let (records, _, run) = febrl1_run();
-    for p in run.pairs.iter().take(300) {
+    for p in run.pairs().take(300) {
         let e = run.model.explain(&records[p.a], &records[p.b]);
         let sum = e.terms.iter().fold(e.prior, |w, t| w + t.weight);
         assert_eq!(sum.to_bits(), p.score.weight.to_bits());
@@ -137,8 +137,7 @@ fn matching_is_deterministic_and_labels_fix_households() -> Result<()> {
     let mut decided: Vec<(&MatchRecord, &MatchRecord, bool)> = Vec::new();
     for same in [true, false] {
         let confident = first
-            .pairs
-            .iter()
+            .pairs()
             .filter(|p| (truth[p.a] == truth[p.b]) == same && p.score.probability > 0.5);
         decided.extend(
             confident
