@@ -295,6 +295,13 @@ fn scale(n: usize) {
     }
     let loaded = t.elapsed().as_secs_f64();
     let rss_loaded = peak_rss_mib().unwrap_or(f64::NAN);
+    let rss_before_release = status_mib("VmRSS:").unwrap_or(f64::NAN);
+    customerdb::normalize::release_phone_patterns();
+    println!(
+        "resident after standardising {rss_before_release:.0} MiB, after releasing the phone \
+         patterns {:.0} MiB",
+        status_mib("VmRSS:").unwrap_or(f64::NAN)
+    );
     // Restart the peak from what is resident now (Linux: `clear_refs` 5 resets VmHWM), so
     // the peak below is the matching's, not standardisation's. What is resident now stays in
     // that peak: the records (about 270 bytes each) and what standardisation left behind,

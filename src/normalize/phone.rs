@@ -44,6 +44,14 @@ fn enlarge_regex_cache() {
     });
 }
 
+/// Drops the compiled phone-number patterns (see [`crate::normalize::release_phone_patterns`]).
+pub(crate) fn release_patterns() {
+    enlarge_regex_cache();
+    if let Ok(mut cache) = DATABASE.cache().lock() {
+        *cache = regex_cache::RegexCache::new(REGEX_CACHE_CAPACITY);
+    }
+}
+
 /// Checks a phone number and puts it in E.164 form. `default_region` (upper-case alpha-2)
 /// reads national numbers; numbers starting with `+` or `00` need none.
 pub(crate) fn normalize_phone(
