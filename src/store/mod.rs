@@ -4,6 +4,7 @@
 //! callers only as the `source()` of an [`ErrorKind::Storage`] error.
 
 mod backup;
+mod bulk;
 pub(crate) mod codec;
 mod consent;
 pub(crate) mod crypt;

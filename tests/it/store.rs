@@ -394,3 +394,49 @@ fn read_transactions_and_stores_can_be_shared_across_threads() {
     send_sync::<customerdb::ReadTxn>();
     send_sync::<Store>();
 }
+
+#[test]
+fn insert_many_equals_inserting_one_by_one_and_stops_at_the_first_refusal() -> Result<()> {
+    let sample = customerdb::sample::generate(11, 1_500);
+    let (one, many) = (Store::in_memory()?, Store::in_memory()?);
+    let mut tx = one.begin_write()?;
+    let one_ids: Vec<_> = sample
+        .iter()
+        .map(|c| tx.insert(c.to_builder()))
+        .collect::<Result<_>>()?;
+    tx.commit()?;
+    let mut tx = many.begin_write()?;
+    let many_ids = tx.insert_many(
+        sample
+            .iter()
+            .map(customerdb::sample::SampleCustomer::to_builder),
+    )?;
+    tx.commit()?;
+    assert_eq!(one_ids, many_ids);
+    let (a, b) = (one.begin_read()?, many.begin_read()?);
+    for id in &one_ids {
+        let (x, y) = (a.get(*id)?.expect("stored"), b.get(*id)?.expect("stored"));
+        assert_eq!(x.customer, y.customer);
+    }
+    assert!(many.verify()?.is_clean());
+    assert_eq!(
+        b.changes(0, usize::MAX)?.len(),
+        a.changes(0, usize::MAX)?.len()
+    );
+
+    // A refused customer in the middle: the error is its error, the ones before it stay
+    // staged and none after it is inserted.
+    let store = Store::in_memory()?;
+    let mut tx = store.begin_write()?;
+    let builders = sample.iter().enumerate().map(|(i, c)| {
+        if i == 700 {
+            customerdb::Customer::builder().email("not an address")
+        } else {
+            c.to_builder()
+        }
+    });
+    let err = tx.insert_many(builders).expect_err("refused");
+    assert!(matches!(err.kind(), ErrorKind::Invalid { .. }), "{err}");
+    assert_eq!(tx.count()?, 700);
+    Ok(())
+}
