@@ -41,6 +41,10 @@ const SEALED_HISTORY: u8 = 0xEC;
 pub(crate) struct Crypt {
     keys: Arc<dyn KeyProvider>,
     blinder: Blinder,
+    /// Seals store-level data that holds personal values of many customers (the duplicate
+    /// model's name frequencies): derived from the blind index key, so it survives master key
+    /// rotation as that key does.
+    store_key: SecretKey,
 }
 
 impl Crypt {
@@ -184,6 +188,41 @@ pub(crate) fn open_history(
     crypt::open(key, &history_aad(id, seq), sealed, "history entry")
 }
 
+/// First byte of a sealed duplicate model (a plain one is never written by an encrypted store).
+const SEALED_MODEL: u8 = 0xEE;
+
+const MODEL_AAD: &[u8] = b"customerdb duplicate model";
+
+/// The encoded duplicate model as an encrypted store keeps it: `0xEE ++ sealed model`, under
+/// the store key, since its term frequency tables name people. A plain store keeps it as it
+/// is.
+pub(crate) fn seal_model(crypt: Option<&Crypt>, encoded: Vec<u8>) -> Result<Vec<u8>> {
+    let Some(c) = crypt else {
+        return Ok(encoded);
+    };
+    let encoded = Zeroizing::new(encoded);
+    let mut out = vec![SEALED_MODEL];
+    out.extend_from_slice(&crypt::seal(&c.store_key, MODEL_AAD, &encoded)?);
+    Ok(out)
+}
+
+/// The encoded duplicate model in `stored` (see [`seal_model`]). An encrypted store refuses a
+/// model that is not sealed ([`ErrorKind::Corrupted`]): it never writes one.
+pub(crate) fn open_model(crypt: Option<&Crypt>, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let Some(c) = crypt else {
+        return Ok(Zeroizing::new(stored.to_vec()));
+    };
+    match stored.split_first() {
+        Some((&SEALED_MODEL, sealed)) => {
+            crypt::open(&c.store_key, MODEL_AAD, sealed, "duplicate model")
+        }
+        _ => Err(Error::corrupted(
+            "duplicate model",
+            "an encrypted store holds a model that is not sealed",
+        )),
+    }
+}
+
 /// Customer `id`'s data key from `wrapped` (its `customer_keys` row), or
 /// [`KeyProblem::Shredded`] if there is none.
 pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Result<SecretKey> {
@@ -289,8 +328,14 @@ pub(crate) fn initialise(
                 .map_err(storage)?;
         }
     }
-    let blinder = Blinder::new(&crypt::unwrap_blind_key(&*keys, &wrapped)?)?;
-    Ok(Some(Arc::new(Crypt { keys, blinder })))
+    let blind_key = crypt::unwrap_blind_key(&*keys, &wrapped)?;
+    let blinder = Blinder::new(&blind_key)?;
+    let store_key = blind_key.derive("store data")?;
+    Ok(Some(Arc::new(Crypt {
+        keys,
+        blinder,
+        store_key,
+    })))
 }
 
 /// Meta key of a key rotation in progress: the next customer id (`u64` LE) to re-wrap.

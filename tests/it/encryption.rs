@@ -236,6 +236,27 @@ fn the_file_holds_no_email_phone_or_name_in_plain_text() -> Result<()> {
         }
         tx.commit()?;
         let stored: Vec<_> = store.begin_read()?.customers()?.collect::<Result<_>>()?;
+        // The duplicate model's name frequencies, a batch run, a review and a merge write
+        // about many customers at once; then one customer is erased.
+        let matcher = Matcher::default();
+        let mut tx = store.begin_write()?;
+        tx.train_duplicate_model(&matcher)?;
+        tx.commit()?;
+        let _ = store
+            .begin_read()?
+            .find_duplicates(&matcher, &ClusterSettings::default())?;
+        let mut tx = store.begin_write_as("steward")?;
+        tx.queue_review(ids[1], ids[2], 0.7)?;
+        tx.decide(ids[1], ids[2], false, "steward")?;
+        let plan = tx.merge_plan(ids[3], &[ids[4]], &customerdb::Survivorship::Survivor)?;
+        tx.merge(&plan)?;
+        tx.erase(ids[0], "art. 17 request", customerdb::Suppress::No)?;
+        tx.commit()?;
+        let mut store = store;
+        store.compact()?;
+        // A backup taken after the erasure is scanned with the file.
+        let backup = dir.path().join(format!("{name}.cdbk"));
+        store.backup_to(&backup)?;
         drop(store);
         let mut needles = Vec::new();
         for (p, r) in people.iter().zip(&stored) {
@@ -252,7 +273,9 @@ fn the_file_holds_no_email_phone_or_name_in_plain_text() -> Result<()> {
                 }
             }
         }
-        Ok((std::fs::read(&path)?, needles))
+        let mut bytes = std::fs::read(&path)?;
+        bytes.extend(std::fs::read(&backup)?);
+        Ok((bytes, needles))
     };
     let (bytes, needles) = scan(encrypted(), "enc.redb")?;
     let found: Vec<String> = needles
@@ -266,7 +289,12 @@ fn the_file_holds_no_email_phone_or_name_in_plain_text() -> Result<()> {
     );
     // The same scan finds every email in a plain store, so it can fail.
     let (bytes, _) = scan(Store::builder().default_region("GB"), "plain.redb")?;
-    assert!(people.iter().all(|p| contains(&bytes, p.email.as_bytes())));
+    assert!(
+        people
+            .iter()
+            .skip(1)
+            .all(|p| contains(&bytes, p.email.as_bytes()))
+    );
     Ok(())
 }
 
