@@ -415,7 +415,8 @@ impl super::Store {
 /// Completes the restore of a backup into `db`. A backup of an encrypted store holds no data
 /// keys: they are copied from `live` (the store the backup was taken from, or its successor)
 /// for every customer the backup holds, by record or by history. A customer whose key `live`
-/// no longer has was erased after the backup was taken: its data is unreadable
+/// no longer has was erased after the backup was taken, and one whose key does not open its
+/// backed-up record was anonymised (given a new key) since: its data is unreadable
 /// (crypto-shredding), so it is purged from the restored store and left as a tombstone.
 /// Returns the ids purged. A plain backup needs nothing.
 pub(crate) fn restore_data_keys(
@@ -453,11 +454,31 @@ pub(crate) fn restore_data_keys(
             held.extend(head_id(item.map_err(storage)?.0.value()));
         }
         let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        let records = txn.open_table(CUSTOMERS).map_err(storage)?;
         for id in held {
-            match live_keys.get(id).map_err(storage)? {
-                Some(w) => drop(keys.insert(id, w.value()).map_err(storage)?),
-                None => drop(gone.insert(id)),
+            let Some(w) = live_keys.get(id).map_err(storage)? else {
+                gone.insert(id);
+                continue;
+            };
+            // A key that does not open the backed-up record was replaced since the backup
+            // (anonymisation issues a new one): the old data is shredded like an erasure's.
+            if let Some(sealed) = records.get(id).map_err(storage)? {
+                let opens = match &live.inner.config.crypt {
+                    Some(c) => open_record(&c.data_key(id, w.value())?, id, sealed.value()),
+                    None => Err(Error::new(ErrorKind::Key(KeyProblem::NotEncrypted))),
+                };
+                match opens {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::Key(KeyProblem::Unauthentic { .. })) =>
+                    {
+                        gone.insert(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            keys.insert(id, w.value()).map_err(storage)?;
         }
     }
     if !gone.is_empty() {
@@ -545,7 +566,9 @@ fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>)
                 id: *id,
                 at: now,
                 by: None,
-                reason: "erased after the backup was taken: its data key is destroyed".into(),
+                reason:
+                    "erased or anonymised after the backup was taken: its data key is destroyed"
+                        .into(),
                 aliases: Vec::new(),
             };
             tombstones

@@ -488,3 +488,71 @@ fn merge_logs_are_sealed_and_unmerge_still_works() -> Result<()> {
     assert!(store.verify()?.is_clean());
     Ok(())
 }
+
+#[test]
+fn an_old_backup_restored_after_anonymisation_does_not_reveal_the_identity() -> Result<()> {
+    use customerdb::{Inactive, RetentionPolicy};
+    use std::sync::{Arc, Mutex};
+
+    let day = |d: i64| {
+        chrono::DateTime::<chrono::Utc>::from_timestamp(1_735_732_800, 0).unwrap()
+            + chrono::Duration::days(d)
+    };
+    let clock = Arc::new(Mutex::new(day(0)));
+    let c = clock.clone();
+    let dir = tempfile::tempdir()?;
+    let live = encrypted()
+        .clock(move || *c.lock().unwrap())
+        .create(dir.path().join("live.redb"))?;
+    let email = "quiet.quinn@example.com";
+    let mut tx = live.begin_write()?;
+    let quiet = tx.insert(
+        customerdb::Customer::builder()
+            .name("Quiet Quinn")
+            .email(email),
+    )?;
+    tx.commit()?;
+    *clock.lock().unwrap() = day(300);
+    let mut tx = live.begin_write()?;
+    let active = tx.insert(
+        customerdb::Customer::builder()
+            .name("Active Ada")
+            .email("ada@example.com"),
+    )?;
+    tx.commit()?;
+    let backup = dir.path().join("before.cdbk");
+    live.backup_to(&backup)?;
+
+    *clock.lock().unwrap() = day(400);
+    let policy = RetentionPolicy {
+        inactive_customers: Some((chrono::Duration::days(365), Inactive::Anonymise)),
+        activities_older_than: None,
+        history_older_than: None,
+    };
+    let mut tx = live.begin_write()?;
+    assert_eq!(
+        tx.apply_retention(&policy, day(400), false)?.anonymised,
+        vec![quiet]
+    );
+    tx.commit()?;
+
+    let restored = encrypted()
+        .data_keys_from(&live)
+        .restore_from(&backup, dir.path().join("restored.redb"))?;
+    let tx = restored.begin_read()?;
+    assert!(tx.find_by_email(email)?.is_none());
+    assert!(
+        tx.get(quiet)?.is_none(),
+        "the pre-anonymisation record is purged"
+    );
+    assert!(tx.tombstone(quiet)?.is_some());
+    assert!(
+        tx.changes(0, 10_000)?
+            .iter()
+            .all(|c| c.customer != Some(quiet))
+    );
+    assert_eq!(tx.get(active)?.map(|r| r.customer.emails.len()), Some(1));
+    drop(tx);
+    assert!(restored.verify()?.is_clean());
+    Ok(())
+}
