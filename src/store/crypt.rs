@@ -338,15 +338,56 @@ pub(crate) fn initialise(
     })))
 }
 
-/// Meta key of a key rotation in progress: the next customer id (`u64` LE) to re-wrap.
+/// Meta key of a key rotation in progress: the id of the master key it re-wraps under (`u32`
+/// BE) ++ the next customer id to re-wrap (`u64` BE). A marker of another target (the current
+/// key changed while a rotation was interrupted) or of the older 8-byte form is no progress:
+/// the rotation starts again from the first customer.
 const META_ROTATION: &str = "key_rotation";
+
+/// Where a rotation to master key `target` goes on, from the marker `stored`.
+fn rotation_start(stored: Option<&[u8]>, target: u32) -> u64 {
+    let Some((id, next)) = stored.and_then(|s| s.split_first_chunk::<4>()) else {
+        return 0;
+    };
+    match <[u8; 8]>::try_from(next) {
+        Ok(next) if u32::from_be_bytes(*id) == target => u64::from_be_bytes(next),
+        _ => 0,
+    }
+}
+
+/// The customers whose data key, and whether the blind index key, is wrapped under a master
+/// key other than the current one.
+pub(crate) fn keys_not_current(
+    c: &Crypt,
+    read: &super::ReadTxn,
+) -> Result<(Vec<CustomerId>, bool)> {
+    let current = c.keys.current_key_id();
+    let mut stale = Vec::new();
+    for item in read.raw_customer_keys()?.iter().map_err(storage)? {
+        let (id, w) = item.map_err(storage)?;
+        if crypt::wrapped_key_id(w.value())? != current {
+            stale.push(CustomerId::from_u64(id.value()));
+        }
+    }
+    let blind = read
+        .raw_meta()?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| crypt::wrapped_key_id(v.value()))
+        .transpose()?;
+    Ok((stale, blind.is_some_and(|id| id != current)))
+}
 
 impl super::Store {
     /// Re-wraps the store's keys (every customer's data key and the blind index key) under
     /// the key provider's current master key, in write transactions of `batch` customers, so
     /// readers and writers go on between batches and data wrapped under either key stays
-    /// readable meanwhile. Progress is kept in the store: after a crash, call it again and it
-    /// goes on where it stopped. Returns how many data keys it re-wrapped.
+    /// readable meanwhile. Progress is kept in the store with the master key it rotates to:
+    /// after a crash, call it again and it goes on where it stopped, or from the start if the
+    /// current master key has changed since. Returns how many data keys it re-wrapped;
+    /// [`Store::verify`](super::Store::verify) lists any key not under the current master key
+    /// ([`VerifyReport::keys_not_current`](super::VerifyReport::keys_not_current)): retire an
+    /// old master key only when that list is empty.
     ///
     /// Once it returns, the store opens with a provider holding only the current master key.
     /// Sealed data is not re-encrypted (its data keys do not change); old wrapped keys may
@@ -368,7 +409,11 @@ impl super::Store {
             let txn = self.inner.db.begin_write().map_err(storage)?;
             let finished = {
                 let mut meta = txn.open_table(super::META).map_err(storage)?;
-                let from = super::read_counter(&meta, META_ROTATION)?.unwrap_or(0);
+                let marker = meta
+                    .get(META_ROTATION)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                let from = rotation_start(marker.as_deref(), current);
                 let blind = meta
                     .get(META_ENCRYPTION)
                     .map_err(storage)?
@@ -397,7 +442,9 @@ impl super::Store {
                     done += 1;
                 }
                 if let Some(n) = next {
-                    meta.insert(META_ROTATION, n.to_le_bytes().as_slice())
+                    let mut marker = current.to_be_bytes().to_vec();
+                    marker.extend_from_slice(&n.to_be_bytes());
+                    meta.insert(META_ROTATION, marker.as_slice())
                         .map_err(storage)?;
                 } else {
                     meta.remove(META_ROTATION).map_err(storage)?;

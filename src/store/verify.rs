@@ -126,6 +126,13 @@ pub struct VerifyReport {
     pub unique_entries: u64,
     /// Everything that is wrong; empty for a consistent store.
     pub problems: Vec<Problem>,
+    /// In an encrypted store, the customers whose data key is wrapped under a master key other
+    /// than the key provider's current one: not wrong (rotation has not reached them yet), but
+    /// the older master key must not be retired while any are left. Empty for a plain store.
+    pub keys_not_current: Vec<CustomerId>,
+    /// In an encrypted store, whether the blind index key is wrapped under a master key other
+    /// than the current one (the same caution).
+    pub blind_key_not_current: bool,
 }
 
 impl VerifyReport {

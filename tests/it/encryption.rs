@@ -556,3 +556,59 @@ fn an_old_backup_restored_after_anonymisation_does_not_reveal_the_identity() -> 
     assert!(restored.verify()?.is_clean());
     Ok(())
 }
+
+#[test]
+fn a_rotation_interrupted_before_the_current_key_changed_starts_again() -> Result<()> {
+    let people = sample::generate(0x0007_0A7F, 12);
+    let key = |b: u8| MasterKey::from_bytes(&[b; 32]).unwrap();
+    // An interrupted rotation to key 2 left this marker (next customer: the 7th), in the
+    // format of this version (target key ++ next id) and in the older one (next id alone).
+    let seventh = 7u64;
+    let mut current_form = 2u32.to_be_bytes().to_vec();
+    current_form.extend_from_slice(&seventh.to_be_bytes());
+    for marker in [current_form, seventh.to_le_bytes().to_vec()] {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("rot.redb");
+        {
+            let store = encrypted().create(&path)?;
+            let mut tx = store.begin_write()?;
+            for p in &people {
+                tx.insert(p.to_builder())?;
+            }
+            tx.commit()?;
+        }
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+            tx.open_table(meta)
+                .unwrap()
+                .insert("key_rotation", marker.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        // Key 3 became current before the rotation was resumed.
+        let all = keys(7).with(2, key(2)).with(3, key(3));
+        let store = Store::builder().encryption(all).open(&path)?;
+        let report = store.verify()?;
+        assert_eq!(report.keys_not_current.len(), people.len());
+        assert!(report.blind_key_not_current);
+        assert_eq!(store.rotate_keys(4)?, people.len() as u64);
+        let report = store.verify()?;
+        assert!(report.keys_not_current.is_empty() && !report.blind_key_not_current);
+        drop(store);
+        // Key 3 alone opens every customer.
+        let store = Store::builder()
+            .encryption(Keys::new(3, key(3)))
+            .open(&path)?;
+        assert_eq!(
+            store
+                .begin_read()?
+                .customers()?
+                .collect::<Result<Vec<_>>>()?
+                .len(),
+            people.len()
+        );
+    }
+    Ok(())
+}
