@@ -916,6 +916,12 @@ impl WriteTxn {
                     super::crypt::open_merge_log(&self.data_key(survivor)?, merge, bytes, at)?;
                 codec::decode(&plain, "merge log")
             }
+            // An encrypted store seals every merge log it writes: a plain one was planted,
+            // and unmerge would write records from it.
+            None if self.crypt().is_some() => Err(Error::corrupted(
+                "merge log",
+                format!("merge log {merge} is not sealed in an encrypted store"),
+            )),
             None => codec::decode(bytes, "merge log"),
         }
     }

@@ -384,7 +384,7 @@ fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
         let (k, v) = item.map_err(storage)?;
         let seq = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
         max_seq = max_seq.max(seq);
-        match super::history::decode(seq, v.value(), &|id| tx.data_key(id)) {
+        match super::history::decode(seq, v.value(), tx.crypt().is_some(), &|id| tx.data_key(id)) {
             Ok(c) => {
                 if let Some(customer) = c.customer {
                     with_customer += 1;

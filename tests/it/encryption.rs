@@ -612,3 +612,77 @@ fn a_rotation_interrupted_before_the_current_key_changed_starts_again() -> Resul
     }
     Ok(())
 }
+
+#[test]
+fn planted_plain_history_entries_and_merge_logs_are_refused() -> Result<()> {
+    use redb::{ReadableDatabase, ReadableTable};
+    fn table(name: &str) -> redb::TableDefinition<'_, &'static [u8], &'static [u8]> {
+        redb::TableDefinition::new(name)
+    }
+    let dir = tempfile::tempdir()?;
+    // The same customers, merged the same way, in a plain and an encrypted store.
+    let mut merges = Vec::new();
+    for (builder, name) in [
+        (Store::builder().default_region("GB"), "plain.redb"),
+        (encrypted(), "enc.redb"),
+    ] {
+        let store = builder.create(dir.path().join(name))?;
+        let mut tx = store.begin_write()?;
+        let a = tx.insert(customerdb::Customer::builder().name("Ada Lovelace"))?;
+        let b = tx.insert(
+            customerdb::Customer::builder()
+                .name("Augusta Ada King")
+                .email("ada@example.com"),
+        )?;
+        let plan = tx.merge_plan(a, &[b], &customerdb::Survivorship::Survivor)?;
+        merges.push(tx.merge(&plan)?);
+        tx.commit()?;
+    }
+    assert_eq!(merges[0], merges[1]);
+    let plain = {
+        let db = redb::Database::open(dir.path().join("plain.redb")).unwrap();
+        let tx = db.begin_read().unwrap();
+        let rows = |name| -> Vec<(Vec<u8>, Vec<u8>)> {
+            tx.open_table(table(name))
+                .unwrap()
+                .iter()
+                .unwrap()
+                .map(|r| {
+                    r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                        .unwrap()
+                })
+                .collect()
+        };
+        (rows("history"), rows("merges"))
+    };
+    let path = dir.path().join("enc.redb");
+    let plant = |name: &str, rows: &[(Vec<u8>, Vec<u8>)], shift: u64| {
+        let db = redb::Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(table(name)).unwrap();
+            for (k, v) in rows {
+                let k = match <[u8; 8]>::try_from(k.as_slice()) {
+                    Ok(seq) => (u64::from_be_bytes(seq) + shift).to_be_bytes().to_vec(),
+                    Err(_) => k.clone(),
+                };
+                t.insert(k.as_slice(), v.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    };
+    let is_corrupted = |e: &customerdb::Error| matches!(e.kind(), ErrorKind::Corrupted { .. });
+    // A plain merge log in place of the sealed one: unmerge would write records from it.
+    plant("merges", &plain.1, 0);
+    let store = encrypted().open(&path)?;
+    let mut tx = store.begin_write()?;
+    let e = tx.unmerge(merges[1]).unwrap_err();
+    assert!(is_corrupted(&e), "{e:?}");
+    drop((tx, store));
+    // Plain history entries about customers, after the store's own.
+    plant("history", &plain.0, 1000);
+    let store = encrypted().open(&path)?;
+    let e = store.begin_read()?.changes(0, 10_000).unwrap_err();
+    assert!(is_corrupted(&e), "{e:?}");
+    Ok(())
+}
