@@ -481,6 +481,7 @@ pub(crate) fn restore_data_keys(
         return Ok(Vec::new());
     }
     let live = live.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NoDataKeys)))?;
+    same_store(&txn, live)?;
     let src = live.begin_read()?;
     let live_keys = src.raw_customer_keys()?;
     let mut gone = BTreeSet::new();
@@ -533,6 +534,35 @@ pub(crate) fn restore_data_keys(
     }
     txn.commit().map_err(storage)?;
     Ok(gone.into_iter().map(CustomerId::from_u64).collect())
+}
+
+/// A value blinded under both blind index keys by [`same_store`].
+const PROBE: &[u8] = b"customerdb store identity";
+
+/// Checks that `live` is the store the backup being restored in `txn` was taken from (or its
+/// successor): encrypted, with the same blind index key (the backup's, unwrapped with `live`'s
+/// master keys). Otherwise every customer would lack a key there and be purged as erased.
+fn same_store(txn: &redb::WriteTransaction, live: &super::Store) -> Result<()> {
+    let other = || Error::new(ErrorKind::Key(KeyProblem::OtherStore));
+    let c = live.inner.config.crypt.as_ref().ok_or_else(other)?;
+    let wrapped = txn
+        .open_table(super::META)
+        .map_err(storage)?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec())
+        .ok_or_else(other)?;
+    let key = match crypt::unwrap_blind_key(&*c.keys, &wrapped) {
+        Ok(key) => key,
+        Err(e) if matches!(e.kind(), ErrorKind::Key(KeyProblem::Unauthentic { .. })) => {
+            return Err(other());
+        }
+        Err(e) => return Err(e),
+    };
+    if Blinder::new(&key)?.blind(0, PROBE) != c.blinder.blind(0, PROBE) {
+        return Err(other());
+    }
+    Ok(())
 }
 
 /// The id at the start of a key (`customer ++ ...`).

@@ -27,7 +27,7 @@ use crate::crypt::KeyProvider;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
-pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
+pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp, RestoreReport};
 pub use dedup::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, Survivorship,

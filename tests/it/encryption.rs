@@ -686,3 +686,37 @@ fn planted_plain_history_entries_and_merge_logs_are_refused() -> Result<()> {
     assert!(is_corrupted(&e), "{e:?}");
     Ok(())
 }
+
+#[test]
+fn a_restore_refuses_another_store_as_key_source_and_reports_the_purged() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let live = encrypted().create(dir.path().join("live.redb"))?;
+    let mut tx = live.begin_write()?;
+    let a = tx.insert(customerdb::Customer::builder().name("Ada Lovelace"))?;
+    let b = tx.insert(customerdb::Customer::builder().name("Mary Somerville"))?;
+    tx.commit()?;
+    let backup = dir.path().join("b.cdbk");
+    live.backup_to(&backup)?;
+    let mut tx = live.begin_write()?;
+    tx.erase(a, "asked", customerdb::Suppress::No)?;
+    tx.commit()?;
+
+    // Another encrypted store under the same master key, and a plain store, are no key source:
+    // each would have every customer purged as erased.
+    let other = encrypted().in_memory()?;
+    let plain = Store::builder().in_memory()?;
+    for (n, source) in [&other, &plain].into_iter().enumerate() {
+        let e = encrypted()
+            .data_keys_from(source)
+            .restore_from(&backup, dir.path().join(format!("wrong{n}.redb")))
+            .unwrap_err();
+        assert_eq!(key_problem(&e), KeyProblem::OtherStore);
+        assert!(!dir.path().join(format!("wrong{n}.redb")).exists());
+    }
+    let (restored, report) = encrypted()
+        .data_keys_from(&live)
+        .restore_reporting(&backup, dir.path().join("restored.redb"))?;
+    assert_eq!(report.purged, vec![a]);
+    assert!(restored.begin_read()?.get(b)?.is_some());
+    Ok(())
+}
