@@ -330,18 +330,21 @@ fn db(a: &Args) -> Result<Store, CliError> {
         .map(std::fs::read)
         .transpose()
         .map_err(CliError::Io)?;
-    // A key file in the key format (`id hex-key` lines) also holds the master keys of an
-    // encrypted store; `import` into a new store then encrypts it.
-    let keys = secret
-        .as_deref()
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|t| Keys::parse(t).ok());
+    // A key file in the key format (`id hex-key` lines) holds the master keys of an encrypted
+    // store; `import` into a new store then encrypts it. Its suppression key is its own
+    // `suppression hex-key` line, not the file's bytes: adding a master key line for a
+    // rotation must not change it (existing suppressions would silently stop matching), and
+    // it shares nothing with the master keys. Any other file is the suppression key whole.
+    let (keys, suppression) = match secret.as_deref().and_then(key_file) {
+        Some((keys, suppression)) => (Some(keys), suppression),
+        None => (None, secret.clone()),
+    };
     let builder = |encrypted: bool| {
         let mut b = Store::builder();
         if let Some(r) = &a.region {
             b = b.default_region(r);
         }
-        if let Some(k) = &secret {
+        if let Some(k) = &suppression {
             b = b.suppression_key(k.clone());
         }
         if let (true, Some(k)) = (encrypted, &keys) {
@@ -363,6 +366,38 @@ fn db(a: &Args) -> Result<Store, CliError> {
         }
         other => Ok(other?),
     }
+}
+
+/// A key file in the key format: its master keys, and the suppression key of its
+/// `suppression` line (64 hexadecimal digits) if it has one. `None` if it is not in the key
+/// format.
+fn key_file(bytes: &[u8]) -> Option<(Keys, Option<Vec<u8>>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut suppression = None;
+    let mut master = zeroize::Zeroizing::new(String::new());
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("suppression"), Some(hex), None) => suppression = Some(from_hex(hex)?),
+            (Some("suppression"), ..) => return None,
+            _ => {
+                master.push_str(line);
+                master.push('\n');
+            }
+        }
+    }
+    Some((Keys::parse(&master).ok()?, suppression))
+}
+
+/// The 32 bytes written as 64 hexadecimal digits in `hex`.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 64 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `find`: the customers with an email, a phone or an external id.
