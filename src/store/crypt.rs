@@ -465,7 +465,8 @@ impl super::Store {
 /// no longer has was erased after the backup was taken, and one whose key does not open its
 /// backed-up record was anonymised (given a new key) since: its data is unreadable
 /// (crypto-shredding), so it is purged from the restored store and left as a tombstone.
-/// Returns the ids purged. A plain backup needs nothing.
+/// Returns the ids purged (not those already tombstoned in the backup). A plain backup needs
+/// nothing.
 pub(crate) fn restore_data_keys(
     db: &redb::Database,
     live: Option<&super::Store>,
@@ -529,11 +530,26 @@ pub(crate) fn restore_data_keys(
             keys.insert(id, w.value()).map_err(storage)?;
         }
     }
+    // Customers erased before the backup was taken (tombstoned in it) are purged of what is
+    // left of them too, but not reported: the backup had no data of theirs to give.
+    let mut purged = Vec::new();
+    {
+        let tombstones = txn.open_table(Table::Tombstones.def()).map_err(storage)?;
+        for &id in &gone {
+            if tombstones
+                .get(id.to_be_bytes().as_slice())
+                .map_err(storage)?
+                .is_none()
+            {
+                purged.push(CustomerId::from_u64(id));
+            }
+        }
+    }
     if !gone.is_empty() {
         purge(&txn, &gone, src.now())?;
     }
     txn.commit().map_err(storage)?;
-    Ok(gone.into_iter().map(CustomerId::from_u64).collect())
+    Ok(purged)
 }
 
 /// A value blinded under both blind index keys by [`same_store`].

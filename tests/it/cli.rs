@@ -572,11 +572,30 @@ fn the_suppression_key_of_a_key_file_survives_adding_a_master_key() -> Result {
     erase_suppressing(&db, &id, &key)?;
     // A master key line added for a rotation leaves the suppression key as it was.
     std::fs::write(&key, format!("{first}2 {}\n", "4d".repeat(32)))?;
+    let backup = path(&dir.path().join("after.backup"));
+    ok(&["backup", "--db", &db, &backup, "--key-file", &path(&key)])?;
+    // Erased after the backup: the restore purges it.
+    let erase = ["erase", "--db", &db, "1", "--reason", "asked"];
+    ok(&[&erase[..], &["--key-file", &path(&key)]].concat())?;
     let report = import(&key)?;
     let found = find_grace()?;
     assert_eq!(
         found.code, 1,
         "the erased person was imported again: {report}"
     );
+    // An encrypted backup restores with the live store as the source of data keys.
+    let restore = |to: &str, extra: &[&str]| {
+        let to = path(&dir.path().join(to));
+        cli(&[&["restore", &backup, "--db", &to][..], extra].concat())
+    };
+    assert_ne!(restore("no-keys.redb", &[])?.code, 0);
+    let restored = restore(
+        "copy.redb",
+        &["--keys-from", &db, "--key-file", &path(&key)],
+    )?;
+    let out = json_lines(&restored.stdout)?;
+    assert_eq!(out[0]["customers"], 1, "{}", restored.stderr);
+    assert_eq!(out[0]["purged"], serde_json::json!([1]));
+    assert_eq!(out[0]["verified"], true);
     Ok(())
 }

@@ -23,7 +23,7 @@
 //! customerdb consent --db PATH ID [--purpose P --channel C (--grant|--withdraw) --how H
 //!                    [--source S] [--policy VERSION] [--by NAME]]
 //! customerdb backup --db PATH OUT
-//! customerdb restore BACKUP --db NEWPATH
+//! customerdb restore BACKUP --db NEWPATH [--keys-from LIVE --key-file KEYS]
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
@@ -83,7 +83,9 @@ const USAGE: &str = "usage:
   customerdb retention --db PATH (--dry-run|--apply) [--inactive-days N [--anonymise]]
                    [--activity-days N] [--history-days N] [--by NAME]
   customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
-  customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
+  customerdb restore BACKUP --db NEWPATH [--keys-from LIVE --key-file KEYS]
+                                          (into a new store, then verified; an encrypted
+                                          backup takes its data keys from the live store)
   customerdb verify --db PATH
   --key-file KEY   (any command) the store's secret: the suppression key, and in the key
                    format (lines `ID HEX64`, the last current) the master keys of an encrypted
@@ -198,6 +200,8 @@ struct Args {
     /// `--key-file`: the store's secret key file: the suppression key, and, in the key format
     /// (`id hex-key` lines), the master keys of an encrypted store.
     key_file: Option<PathBuf>,
+    /// `--keys-from`: the live store whose data keys an encrypted backup's `restore` copies.
+    keys_from: Option<PathBuf>,
     /// `--apply`: carry out the retention policy (the opposite of `--dry-run`).
     apply: bool,
     /// `--inactive-days`: retention of customers with no activity for this many days.
@@ -263,6 +267,7 @@ fn parse_args() -> Result<Args, CliError> {
             Long("reason") => a.reason = Some(p.value()?.string()?),
             Long("suppress") => a.suppress = true,
             Long("key-file") => a.key_file = Some(p.value()?.into()),
+            Long("keys-from") => a.keys_from = Some(p.value()?.into()),
             Long("apply") => a.apply = true,
             Long("inactive-days") => a.inactive_days = Some(p.value()?.parse()?),
             Long("anonymise") => a.anonymise = true,
