@@ -64,12 +64,7 @@ impl MasterKey {
     /// A sub-key for one purpose (`HMAC-SHA-256(master, "customerdb " ++ purpose)`), so the
     /// wrapping key and the blind-index key are independent.
     fn derive(&self, purpose: &str) -> Result<SecretKey> {
-        let mut mac = hmac(self.0.as_slice())?;
-        mac.update(b"customerdb ");
-        mac.update(purpose.as_bytes());
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(&mac.finalize().into_bytes());
-        Ok(SecretKey(key))
+        derive(self.0.as_slice(), purpose)
     }
 }
 
@@ -198,6 +193,22 @@ impl SecretKey {
         getrandom::fill(key.as_mut_slice()).map_err(|_| key_error(KeyProblem::Random))?;
         Ok(SecretKey(key))
     }
+
+    /// A sub-key of this key for one purpose (`HMAC-SHA-256(key, "customerdb " ++ purpose)`),
+    /// independent of the key itself and of the sub-keys for other purposes.
+    pub(crate) fn derive(&self, purpose: &str) -> Result<SecretKey> {
+        derive(self.0.as_slice(), purpose)
+    }
+}
+
+/// `HMAC-SHA-256(key, "customerdb " ++ purpose)` as a key.
+fn derive(key: &[u8], purpose: &str) -> Result<SecretKey> {
+    let mut mac = hmac(key)?;
+    mac.update(b"customerdb ");
+    mac.update(purpose.as_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    Ok(SecretKey(out))
 }
 
 const NONCE_LEN: usize = 24;

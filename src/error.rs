@@ -165,6 +165,10 @@ pub enum KeyProblem {
     /// A backup of an encrypted store holds no data keys: restore it with the store it was taken
     /// from as their source (`StoreBuilder::data_keys_from`).
     NoDataKeys,
+    /// The source of data keys given for a restore (`StoreBuilder::data_keys_from`) is not the
+    /// store the backup was taken from (nor its successor): it is plain, or its blind index key
+    /// differs. Restoring with it would purge every customer as erased.
+    OtherStore,
     /// The operation is not supported on an encrypted store yet.
     Unsupported(&'static str),
     /// The customer's data key is gone: the customer was erased (crypto-shredding), so what
@@ -200,6 +204,9 @@ impl fmt::Display for KeyProblem {
             KeyProblem::NoDataKeys => f.write_str(
                 "a backup of an encrypted store holds no data keys: restore it with data_keys_from",
             ),
+            KeyProblem::OtherStore => {
+                f.write_str("the source of data keys is not the store the backup was taken from")
+            }
             KeyProblem::Unsupported(what) => {
                 write!(f, "{what} is not supported on an encrypted store yet")
             }

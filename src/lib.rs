@@ -66,7 +66,7 @@ pub use store::{
     HistoryRetention, Json, Notification, Operation, Problem, Read, ReadTxn, Store, StoreBuilder,
     Subscription, UniqueKey, Upsert, VerifyReport, WriteTxn,
 };
-pub use store::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
+pub use store::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp, RestoreReport};
 pub use store::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, SegmentChanges, Suppress, Survivorship, Tombstone,

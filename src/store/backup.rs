@@ -50,6 +50,17 @@ pub struct BackupReport {
     pub bytes: u64,
 }
 
+/// What [`StoreBuilder::restore_reporting`] did beyond copying the backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The customers of an encrypted backup purged from the restored store, each left as a
+    /// tombstone: erased since the backup was taken (their data key is gone from the source of
+    /// data keys) or anonymised since (their key there no longer opens the backed-up record).
+    /// Empty for a plain backup.
+    pub purged: Vec<crate::CustomerId>,
+}
+
 /// What [`Store::catch_up_from`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -462,7 +473,22 @@ impl StoreBuilder {
     /// [`ErrorKind::Io`] if it cannot be read, or `path` exists already;
     /// [`crate::KeyProblem::NoDataKeys`] for a backup of an encrypted store without
     /// [`StoreBuilder::data_keys_from`].
+    /// [`crate::KeyProblem::OtherStore`] if [`StoreBuilder::data_keys_from`] names a store the
+    /// backup was not taken from.
     pub fn restore_from(self, backup: impl AsRef<Path>, path: impl AsRef<Path>) -> Result<Store> {
+        self.restore_reporting(backup, path).map(|(store, _)| store)
+    }
+
+    /// [`StoreBuilder::restore_from`], also reporting the customers it purged
+    /// ([`RestoreReport::purged`]).
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::restore_from`].
+    pub fn restore_reporting(
+        self,
+        backup: impl AsRef<Path>,
+        path: impl AsRef<Path>,
+    ) -> Result<(Store, RestoreReport)> {
         let path = path.as_ref();
         if path.exists() {
             return Err(Error::with_source(
@@ -487,12 +513,15 @@ impl StoreBuilder {
             load(&mut body, &db)?;
             super::crypt::restore_data_keys(&db, self.data_keys_from.as_ref())
         })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let purged = match result {
+            Ok(purged) => purged,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         std::fs::rename(&tmp, path)?;
-        self.open(path)
+        Ok((self.open(path)?, RestoreReport { purged }))
     }
 }
 

@@ -41,6 +41,10 @@ const SEALED_HISTORY: u8 = 0xEC;
 pub(crate) struct Crypt {
     keys: Arc<dyn KeyProvider>,
     blinder: Blinder,
+    /// Seals store-level data that holds personal values of many customers (the duplicate
+    /// model's name frequencies): derived from the blind index key, so it survives master key
+    /// rotation as that key does.
+    store_key: SecretKey,
 }
 
 impl Crypt {
@@ -184,6 +188,41 @@ pub(crate) fn open_history(
     crypt::open(key, &history_aad(id, seq), sealed, "history entry")
 }
 
+/// First byte of a sealed duplicate model (a plain one is never written by an encrypted store).
+const SEALED_MODEL: u8 = 0xEE;
+
+const MODEL_AAD: &[u8] = b"customerdb duplicate model";
+
+/// The encoded duplicate model as an encrypted store keeps it: `0xEE ++ sealed model`, under
+/// the store key, since its term frequency tables name people. A plain store keeps it as it
+/// is.
+pub(crate) fn seal_model(crypt: Option<&Crypt>, encoded: Vec<u8>) -> Result<Vec<u8>> {
+    let Some(c) = crypt else {
+        return Ok(encoded);
+    };
+    let encoded = Zeroizing::new(encoded);
+    let mut out = vec![SEALED_MODEL];
+    out.extend_from_slice(&crypt::seal(&c.store_key, MODEL_AAD, &encoded)?);
+    Ok(out)
+}
+
+/// The encoded duplicate model in `stored` (see [`seal_model`]). An encrypted store refuses a
+/// model that is not sealed ([`ErrorKind::Corrupted`]): it never writes one.
+pub(crate) fn open_model(crypt: Option<&Crypt>, stored: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    let Some(c) = crypt else {
+        return Ok(Zeroizing::new(stored.to_vec()));
+    };
+    match stored.split_first() {
+        Some((&SEALED_MODEL, sealed)) => {
+            crypt::open(&c.store_key, MODEL_AAD, sealed, "duplicate model")
+        }
+        _ => Err(Error::corrupted(
+            "duplicate model",
+            "an encrypted store holds a model that is not sealed",
+        )),
+    }
+}
+
 /// Customer `id`'s data key from `wrapped` (its `customer_keys` row), or
 /// [`KeyProblem::Shredded`] if there is none.
 pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Result<SecretKey> {
@@ -289,19 +328,66 @@ pub(crate) fn initialise(
                 .map_err(storage)?;
         }
     }
-    let blinder = Blinder::new(&crypt::unwrap_blind_key(&*keys, &wrapped)?)?;
-    Ok(Some(Arc::new(Crypt { keys, blinder })))
+    let blind_key = crypt::unwrap_blind_key(&*keys, &wrapped)?;
+    let blinder = Blinder::new(&blind_key)?;
+    let store_key = blind_key.derive("store data")?;
+    Ok(Some(Arc::new(Crypt {
+        keys,
+        blinder,
+        store_key,
+    })))
 }
 
-/// Meta key of a key rotation in progress: the next customer id (`u64` LE) to re-wrap.
+/// Meta key of a key rotation in progress: the id of the master key it re-wraps under (`u32`
+/// BE) ++ the next customer id to re-wrap (`u64` BE). A marker of another target (the current
+/// key changed while a rotation was interrupted) or of the older 8-byte form is no progress:
+/// the rotation starts again from the first customer.
 const META_ROTATION: &str = "key_rotation";
+
+/// Where a rotation to master key `target` goes on, from the marker `stored`.
+fn rotation_start(stored: Option<&[u8]>, target: u32) -> u64 {
+    let Some((id, next)) = stored.and_then(|s| s.split_first_chunk::<4>()) else {
+        return 0;
+    };
+    match <[u8; 8]>::try_from(next) {
+        Ok(next) if u32::from_be_bytes(*id) == target => u64::from_be_bytes(next),
+        _ => 0,
+    }
+}
+
+/// The customers whose data key, and whether the blind index key, is wrapped under a master
+/// key other than the current one.
+pub(crate) fn keys_not_current(
+    c: &Crypt,
+    read: &super::ReadTxn,
+) -> Result<(Vec<CustomerId>, bool)> {
+    let current = c.keys.current_key_id();
+    let mut stale = Vec::new();
+    for item in read.raw_customer_keys()?.iter().map_err(storage)? {
+        let (id, w) = item.map_err(storage)?;
+        if crypt::wrapped_key_id(w.value())? != current {
+            stale.push(CustomerId::from_u64(id.value()));
+        }
+    }
+    let blind = read
+        .raw_meta()?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| crypt::wrapped_key_id(v.value()))
+        .transpose()?;
+    Ok((stale, blind.is_some_and(|id| id != current)))
+}
 
 impl super::Store {
     /// Re-wraps the store's keys (every customer's data key and the blind index key) under
     /// the key provider's current master key, in write transactions of `batch` customers, so
     /// readers and writers go on between batches and data wrapped under either key stays
-    /// readable meanwhile. Progress is kept in the store: after a crash, call it again and it
-    /// goes on where it stopped. Returns how many data keys it re-wrapped.
+    /// readable meanwhile. Progress is kept in the store with the master key it rotates to:
+    /// after a crash, call it again and it goes on where it stopped, or from the start if the
+    /// current master key has changed since. Returns how many data keys it re-wrapped;
+    /// [`Store::verify`](super::Store::verify) lists any key not under the current master key
+    /// ([`VerifyReport::keys_not_current`](super::VerifyReport::keys_not_current)): retire an
+    /// old master key only when that list is empty.
     ///
     /// Once it returns, the store opens with a provider holding only the current master key.
     /// Sealed data is not re-encrypted (its data keys do not change); old wrapped keys may
@@ -323,7 +409,11 @@ impl super::Store {
             let txn = self.inner.db.begin_write().map_err(storage)?;
             let finished = {
                 let mut meta = txn.open_table(super::META).map_err(storage)?;
-                let from = super::read_counter(&meta, META_ROTATION)?.unwrap_or(0);
+                let marker = meta
+                    .get(META_ROTATION)
+                    .map_err(storage)?
+                    .map(|v| v.value().to_vec());
+                let from = rotation_start(marker.as_deref(), current);
                 let blind = meta
                     .get(META_ENCRYPTION)
                     .map_err(storage)?
@@ -352,7 +442,9 @@ impl super::Store {
                     done += 1;
                 }
                 if let Some(n) = next {
-                    meta.insert(META_ROTATION, n.to_le_bytes().as_slice())
+                    let mut marker = current.to_be_bytes().to_vec();
+                    marker.extend_from_slice(&n.to_be_bytes());
+                    meta.insert(META_ROTATION, marker.as_slice())
                         .map_err(storage)?;
                 } else {
                     meta.remove(META_ROTATION).map_err(storage)?;
@@ -370,9 +462,11 @@ impl super::Store {
 /// Completes the restore of a backup into `db`. A backup of an encrypted store holds no data
 /// keys: they are copied from `live` (the store the backup was taken from, or its successor)
 /// for every customer the backup holds, by record or by history. A customer whose key `live`
-/// no longer has was erased after the backup was taken: its data is unreadable
+/// no longer has was erased after the backup was taken, and one whose key does not open its
+/// backed-up record was anonymised (given a new key) since: its data is unreadable
 /// (crypto-shredding), so it is purged from the restored store and left as a tombstone.
-/// Returns the ids purged. A plain backup needs nothing.
+/// Returns the ids purged (not those already tombstoned in the backup). A plain backup needs
+/// nothing.
 pub(crate) fn restore_data_keys(
     db: &redb::Database,
     live: Option<&super::Store>,
@@ -388,6 +482,7 @@ pub(crate) fn restore_data_keys(
         return Ok(Vec::new());
     }
     let live = live.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NoDataKeys)))?;
+    same_store(&txn, live)?;
     let src = live.begin_read()?;
     let live_keys = src.raw_customer_keys()?;
     let mut gone = BTreeSet::new();
@@ -408,10 +503,45 @@ pub(crate) fn restore_data_keys(
             held.extend(head_id(item.map_err(storage)?.0.value()));
         }
         let mut keys = txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        let records = txn.open_table(CUSTOMERS).map_err(storage)?;
         for id in held {
-            match live_keys.get(id).map_err(storage)? {
-                Some(w) => drop(keys.insert(id, w.value()).map_err(storage)?),
-                None => drop(gone.insert(id)),
+            let Some(w) = live_keys.get(id).map_err(storage)? else {
+                gone.insert(id);
+                continue;
+            };
+            // A key that does not open the backed-up record was replaced since the backup
+            // (anonymisation issues a new one): the old data is shredded like an erasure's.
+            if let Some(sealed) = records.get(id).map_err(storage)? {
+                let opens = match &live.inner.config.crypt {
+                    Some(c) => open_record(&c.data_key(id, w.value())?, id, sealed.value()),
+                    None => Err(Error::new(ErrorKind::Key(KeyProblem::NotEncrypted))),
+                };
+                match opens {
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::Key(KeyProblem::Unauthentic { .. })) =>
+                    {
+                        gone.insert(id);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            keys.insert(id, w.value()).map_err(storage)?;
+        }
+    }
+    // Customers erased before the backup was taken (tombstoned in it) are purged of what is
+    // left of them too, but not reported: the backup had no data of theirs to give.
+    let mut purged = Vec::new();
+    {
+        let tombstones = txn.open_table(Table::Tombstones.def()).map_err(storage)?;
+        for &id in &gone {
+            if tombstones
+                .get(id.to_be_bytes().as_slice())
+                .map_err(storage)?
+                .is_none()
+            {
+                purged.push(CustomerId::from_u64(id));
             }
         }
     }
@@ -419,7 +549,36 @@ pub(crate) fn restore_data_keys(
         purge(&txn, &gone, src.now())?;
     }
     txn.commit().map_err(storage)?;
-    Ok(gone.into_iter().map(CustomerId::from_u64).collect())
+    Ok(purged)
+}
+
+/// A value blinded under both blind index keys by [`same_store`].
+const PROBE: &[u8] = b"customerdb store identity";
+
+/// Checks that `live` is the store the backup being restored in `txn` was taken from (or its
+/// successor): encrypted, with the same blind index key (the backup's, unwrapped with `live`'s
+/// master keys). Otherwise every customer would lack a key there and be purged as erased.
+fn same_store(txn: &redb::WriteTransaction, live: &super::Store) -> Result<()> {
+    let other = || Error::new(ErrorKind::Key(KeyProblem::OtherStore));
+    let c = live.inner.config.crypt.as_ref().ok_or_else(other)?;
+    let wrapped = txn
+        .open_table(super::META)
+        .map_err(storage)?
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec())
+        .ok_or_else(other)?;
+    let key = match crypt::unwrap_blind_key(&*c.keys, &wrapped) {
+        Ok(key) => key,
+        Err(e) if matches!(e.kind(), ErrorKind::Key(KeyProblem::Unauthentic { .. })) => {
+            return Err(other());
+        }
+        Err(e) => return Err(e),
+    };
+    if Blinder::new(&key)?.blind(0, PROBE) != c.blinder.blind(0, PROBE) {
+        return Err(other());
+    }
+    Ok(())
 }
 
 /// The id at the start of a key (`customer ++ ...`).
@@ -500,7 +659,9 @@ fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>)
                 id: *id,
                 at: now,
                 by: None,
-                reason: "erased after the backup was taken: its data key is destroyed".into(),
+                reason:
+                    "erased or anonymised after the backup was taken: its data key is destroyed"
+                        .into(),
                 aliases: Vec::new(),
             };
             tombstones

@@ -232,7 +232,10 @@ pub(crate) fn model(b: &impl Backend) -> Result<Arc<Model>> {
         }
     }
     let model = Arc::new(match b.get_meta(META_MODEL)? {
-        Some(bytes) => codec::decode(&bytes, "duplicate model")?,
+        Some(bytes) => codec::decode(
+            &super::crypt::open_model(b.crypt(), &bytes)?,
+            "duplicate model",
+        )?,
         None => Model::untrained(Comparison::defaults(), UNTRAINED_PRIOR),
     });
     if let Some(id) = id {
@@ -693,7 +696,8 @@ impl WriteTxn {
                 .map(|&(a, b, same)| (&records[a], &records[b], same)),
             10.0,
         );
-        self.put_meta(META_MODEL, &codec::encode(&model)?)?;
+        let stored = super::crypt::seal_model(self.crypt(), codec::encode(&model)?)?;
+        self.put_meta(META_MODEL, &stored)?;
         self.put_meta(META_MODEL_ID, &new_model_id().to_be_bytes())?;
         self.put_meta(
             META_RULES,
@@ -912,6 +916,12 @@ impl WriteTxn {
                     super::crypt::open_merge_log(&self.data_key(survivor)?, merge, bytes, at)?;
                 codec::decode(&plain, "merge log")
             }
+            // An encrypted store seals every merge log it writes: a plain one was planted,
+            // and unmerge would write records from it.
+            None if self.crypt().is_some() => Err(Error::corrupted(
+                "merge log",
+                format!("merge log {merge} is not sealed in an encrypted store"),
+            )),
             None => codec::decode(bytes, "merge log"),
         }
     }
@@ -989,7 +999,10 @@ pub(crate) fn find_duplicates(
     let (ids, records) = all_match_records(b)?;
     let candidates = matcher.blocker.candidates(&records)?;
     let model = match b.get_meta(META_MODEL)? {
-        Some(bytes) => codec::decode(&bytes, "duplicate model")?,
+        Some(bytes) => codec::decode(
+            &super::crypt::open_model(b.crypt(), &bytes)?,
+            "duplicate model",
+        )?,
         None => matcher.run(&records)?.model,
     };
     let index: HashMap<CustomerId, usize> =

@@ -281,18 +281,31 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
 
 /// Decodes history entry `seq`, opening a sealed one (an encrypted store's entry about a
 /// customer) under the customer's key from `data_key`.
+///
+/// An `encrypted` store accepts a plain entry only where it writes one, where no personal data
+/// is: an entry about no customer, or an `Erased` entry without fields. Any other plain entry
+/// was not written by it (someone able to write the file could otherwise inject
+/// unauthenticated changes), so it is [`ErrorKind::Corrupted`](crate::ErrorKind::Corrupted).
 pub(crate) fn decode(
     seq: u64,
     bytes: &[u8],
+    encrypted: bool,
     data_key: &dyn Fn(u64) -> Result<crate::crypt::SecretKey>,
 ) -> Result<Change> {
-    match super::crypt::sealed_history_owner(bytes)? {
-        Some(id) => {
-            let plain = super::crypt::open_history(&data_key(id)?, id, seq, bytes)?;
-            decode_plain(seq, &plain)
-        }
-        None => decode_plain(seq, bytes),
+    if let Some(id) = super::crypt::sealed_history_owner(bytes)? {
+        let plain = super::crypt::open_history(&data_key(id)?, id, seq, bytes)?;
+        return decode_plain(seq, &plain);
     }
+    let c = decode_plain(seq, bytes)?;
+    let personal =
+        c.customer.is_some() && !(c.operation == Operation::Erased && c.fields.is_empty());
+    if encrypted && personal {
+        return Err(crate::Error::corrupted(
+            "history entry",
+            format!("entry {seq} about a customer is not sealed in an encrypted store"),
+        ));
+    }
+    Ok(c)
 }
 
 fn decode_plain(seq: u64, bytes: &[u8]) -> Result<Change> {
@@ -576,7 +589,7 @@ mod tests {
                 crate::KeyProblem::Missing,
             )))
         };
-        assert_eq!(decode(9, &encode(&c).unwrap(), &no_keys).unwrap(), c);
-        assert!(decode(9, &[1, 0xFF, 0xFF], &no_keys).is_err());
+        assert_eq!(decode(9, &encode(&c).unwrap(), false, &no_keys).unwrap(), c);
+        assert!(decode(9, &[1, 0xFF, 0xFF], false, &no_keys).is_err());
     }
 }

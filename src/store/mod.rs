@@ -28,7 +28,7 @@ use crate::crypt::KeyProvider;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{CountryCode, Currency, Rates, Schema};
 
-pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp};
+pub use backup::{BACKUP_FORMAT_VERSION, BackupReport, CatchUp, RestoreReport};
 pub use dedup::{
     Checked, Duplicate, DuplicateCluster, MergeId, MergePlan, OnDuplicate, ReviewItem,
     ReviewStatus, Survivorship,
@@ -378,9 +378,17 @@ impl Store {
         Ok(done)
     }
 
-    /// Checks every record against every index, in both directions, on a snapshot.
+    /// Checks every record against every index, in both directions, on a snapshot; in an
+    /// encrypted store also lists the keys not wrapped under the current master key
+    /// ([`VerifyReport::keys_not_current`]).
     pub fn verify(&self) -> Result<VerifyReport> {
-        verify::verify(&self.begin_read()?, &self.inner.config.rates)
+        let read = self.begin_read()?;
+        let mut report = verify::verify(&read, &self.inner.config.rates)?;
+        if let Some(c) = &self.inner.config.crypt {
+            (report.keys_not_current, report.blind_key_not_current) =
+                crypt::keys_not_current(c, &read)?;
+        }
+        Ok(report)
     }
 
     fn from_db(

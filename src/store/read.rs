@@ -964,7 +964,7 @@ impl Iterator for ChangeFeed {
             let seq = <[u8; 8]>::try_from(k.value())
                 .map_err(|_| crate::Error::corrupted("history key", "not 8 bytes"))?;
             let keys = self.keys.as_ref();
-            super::history::decode(u64::from_be_bytes(seq), v.value(), &|id| {
+            super::history::decode(u64::from_be_bytes(seq), v.value(), keys.is_some(), &|id| {
                 keys.ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::Missing)))?
                     .data_key(id)
             })

@@ -178,7 +178,7 @@ pub(crate) fn segment_changes(
                 k.try_into()
                     .map_err(|_| Error::corrupted("history key", "not 8 bytes"))?,
             );
-            let c = history::decode(seq, v, &|id| b.data_key(id))?;
+            let c = history::decode(seq, v, b.crypt().is_some(), &|id| b.data_key(id))?;
             if seq == since {
                 then_time = Some(c.at);
             } else if let Some(id) = c.customer {

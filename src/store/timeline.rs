@@ -362,9 +362,9 @@ impl WriteTxn {
             (Bound::Unbounded, Bound::Unbounded),
             false,
             &mut |k, v| {
-                let change = match u64_of(k, "history key")
-                    .and_then(|s| history::decode(s, v, &|id| self.data_key(id)))
-                {
+                let change = match u64_of(k, "history key").and_then(|s| {
+                    history::decode(s, v, self.crypt().is_some(), &|id| self.data_key(id))
+                }) {
                     Ok(c) => c,
                     Err(e) => {
                         scan_err = Some(e);
@@ -599,7 +599,7 @@ fn change(b: &impl Backend, seq: u64) -> Result<Change> {
     let bytes = b
         .get_raw(Table::History, &be(seq))?
         .ok_or_else(|| Error::corrupted("customer history entry", "names no change"))?;
-    history::decode(seq, &bytes, &|id| b.data_key(id))
+    history::decode(seq, &bytes, b.crypt().is_some(), &|id| b.data_key(id))
 }
 
 /// The sequence numbers of a customer's changes below `before`, in order or reversed.
@@ -685,9 +685,12 @@ pub(crate) fn changes(b: &impl Backend, since: u64, limit: usize) -> Result<Vec<
         (Bound::Included(&start), Bound::Unbounded),
         false,
         &mut |k, v| {
-            out.push(history::decode(u64_of(k, "history key")?, v, &|id| {
-                b.data_key(id)
-            })?);
+            out.push(history::decode(
+                u64_of(k, "history key")?,
+                v,
+                b.crypt().is_some(),
+                &|id| b.data_key(id),
+            )?);
             Ok(out.len() < limit)
         },
     )?;

@@ -126,6 +126,13 @@ pub struct VerifyReport {
     pub unique_entries: u64,
     /// Everything that is wrong; empty for a consistent store.
     pub problems: Vec<Problem>,
+    /// In an encrypted store, the customers whose data key is wrapped under a master key other
+    /// than the key provider's current one: not wrong (rotation has not reached them yet), but
+    /// the older master key must not be retired while any are left. Empty for a plain store.
+    pub keys_not_current: Vec<CustomerId>,
+    /// In an encrypted store, whether the blind index key is wrapped under a master key other
+    /// than the current one (the same caution).
+    pub blind_key_not_current: bool,
 }
 
 impl VerifyReport {
@@ -377,7 +384,7 @@ fn check_history(tx: &ReadTxn, report: &mut VerifyReport) -> Result<u64> {
         let (k, v) = item.map_err(storage)?;
         let seq = <[u8; 8]>::try_from(k.value()).map_or(0, u64::from_be_bytes);
         max_seq = max_seq.max(seq);
-        match super::history::decode(seq, v.value(), &|id| tx.data_key(id)) {
+        match super::history::decode(seq, v.value(), tx.crypt().is_some(), &|id| tx.data_key(id)) {
             Ok(c) => {
                 if let Some(customer) = c.customer {
                     with_customer += 1;

@@ -459,7 +459,10 @@ impl WriteTxn {
         self.stage(id, None, &old_entries, &Entries::default())
     }
 
-    /// Replaces a customer's data without a history entry (anonymisation writes its own).
+    /// Replaces a customer's data without a history entry (anonymisation writes its own). In an
+    /// encrypted store the customer's data key is destroyed first and the new data sealed under
+    /// a new one, so what was sealed before (in freed pages or an older backup) stays
+    /// unreadable even to a restore that copies the live store's keys.
     pub(super) fn replace_silently(&mut self, id: CustomerId, customer: Customer) -> Result<()> {
         let old = self
             .record(id.as_u64())?
@@ -474,6 +477,7 @@ impl WriteTxn {
         };
         let old_entries = self.entries(&old, &schema);
         let new = self.entries(&rec, &schema);
+        self.destroy_data_key(id.as_u64())?;
         let bytes = self.encode_record(&rec)?;
         self.stage(id, Some(bytes), &old_entries, &new)
     }

@@ -50,6 +50,21 @@ Alan Turing,alan@example.com,,GB,,lead
 Grace Hopper,grace@example.com,+12015550123,US,vip,customer
 ";
 
+/// `erase` of customer `id` ("asked"), suppressing it with the key file `key`.
+fn erase_suppressing(db: &str, id: &str, key: &Path) -> Result<String> {
+    ok(&[
+        "erase",
+        "--db",
+        db,
+        id,
+        "--reason",
+        "asked",
+        "--suppress",
+        "--key-file",
+        &path(key),
+    ])
+}
+
 /// A store imported from [`CUSTOMERS`] through the CLI (ids 1, 2, 3 in row order).
 fn imported(dir: &Path) -> Result<String> {
     let csv = dir.join("customers.csv");
@@ -465,17 +480,7 @@ fn export_subject_erase_and_retention_answer_a_person_and_the_policy() -> Result
     assert_eq!(cli(&["erase", "--db", &db, &id])?.code, 2);
     let key = dir.path().join("key");
     std::fs::write(&key, b"0123456789abcdef0123456789abcdef")?;
-    let tomb = json_lines(&ok(&[
-        "erase",
-        "--db",
-        &db,
-        &id,
-        "--reason",
-        "asked",
-        "--suppress",
-        "--key-file",
-        &path(&key),
-    ])?)?;
+    let tomb = json_lines(&erase_suppressing(&db, &id, &key)?)?;
     assert_eq!(tomb[0]["reason"], "asked");
     assert_eq!(cli(&["export-subject", "--db", &db, &id])?.code, 1);
     assert_eq!(
@@ -544,5 +549,53 @@ fn a_key_file_in_the_key_format_encrypts_an_imported_store() -> Result {
     ])?;
     assert!(found.contains("Grace"), "{found}");
     assert!(ok(&["verify", "--db", &db, "--key-file", &path(&key)])?.contains("clean"));
+    Ok(())
+}
+
+#[test]
+fn the_suppression_key_of_a_key_file_survives_adding_a_master_key() -> Result {
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("customers.csv");
+    std::fs::write(&csv, CUSTOMERS)?;
+    let key = dir.path().join("keys");
+    let first = format!("1 {}\nsuppression {}\n", "3c".repeat(32), "5a".repeat(32));
+    std::fs::write(&key, &first)?;
+    let db = path(&dir.path().join("enc.redb"));
+    let import = |key: &Path| ok(&["import", "--db", &db, &path(&csv), "--key-file", &path(key)]);
+    import(&key)?;
+    let find_grace = || {
+        let args = ["--email", "grace@example.com", "--key-file", &path(&key)];
+        cli(&[&["find", "--db", &db][..], &args[..]].concat())
+    };
+    let found: Value = serde_json::from_str(&find_grace()?.stdout)?;
+    let id = found["id"].to_string();
+    erase_suppressing(&db, &id, &key)?;
+    // A master key line added for a rotation leaves the suppression key as it was.
+    std::fs::write(&key, format!("{first}2 {}\n", "4d".repeat(32)))?;
+    let backup = path(&dir.path().join("after.backup"));
+    ok(&["backup", "--db", &db, &backup, "--key-file", &path(&key)])?;
+    // Erased after the backup: the restore purges it.
+    let erase = ["erase", "--db", &db, "1", "--reason", "asked"];
+    ok(&[&erase[..], &["--key-file", &path(&key)]].concat())?;
+    let report = import(&key)?;
+    let found = find_grace()?;
+    assert_eq!(
+        found.code, 1,
+        "the erased person was imported again: {report}"
+    );
+    // An encrypted backup restores with the live store as the source of data keys.
+    let restore = |to: &str, extra: &[&str]| {
+        let to = path(&dir.path().join(to));
+        cli(&[&["restore", &backup, "--db", &to][..], extra].concat())
+    };
+    assert_ne!(restore("no-keys.redb", &[])?.code, 0);
+    let restored = restore(
+        "copy.redb",
+        &["--keys-from", &db, "--key-file", &path(&key)],
+    )?;
+    let out = json_lines(&restored.stdout)?;
+    assert_eq!(out[0]["customers"], 1, "{}", restored.stderr);
+    assert_eq!(out[0]["purged"], serde_json::json!([1]));
+    assert_eq!(out[0]["verified"], true);
     Ok(())
 }

@@ -23,7 +23,7 @@
 //! customerdb consent --db PATH ID [--purpose P --channel C (--grant|--withdraw) --how H
 //!                    [--source S] [--policy VERSION] [--by NAME]]
 //! customerdb backup --db PATH OUT
-//! customerdb restore BACKUP --db NEWPATH
+//! customerdb restore BACKUP --db NEWPATH [--keys-from LIVE --key-file KEYS]
 //! customerdb verify --db PATH
 //! customerdb stats --db PATH
 //! ```
@@ -83,7 +83,9 @@ const USAGE: &str = "usage:
   customerdb retention --db PATH (--dry-run|--apply) [--inactive-days N [--anonymise]]
                    [--activity-days N] [--history-days N] [--by NAME]
   customerdb backup --db PATH OUT         (online: a snapshot at a change-feed position)
-  customerdb restore BACKUP --db NEWPATH  (into a new store, then verified)
+  customerdb restore BACKUP --db NEWPATH [--keys-from LIVE --key-file KEYS]
+                                          (into a new store, then verified; an encrypted
+                                          backup takes its data keys from the live store)
   customerdb verify --db PATH
   --key-file KEY   (any command) the store's secret: the suppression key, and in the key
                    format (lines `ID HEX64`, the last current) the master keys of an encrypted
@@ -198,6 +200,8 @@ struct Args {
     /// `--key-file`: the store's secret key file: the suppression key, and, in the key format
     /// (`id hex-key` lines), the master keys of an encrypted store.
     key_file: Option<PathBuf>,
+    /// `--keys-from`: the live store whose data keys an encrypted backup's `restore` copies.
+    keys_from: Option<PathBuf>,
     /// `--apply`: carry out the retention policy (the opposite of `--dry-run`).
     apply: bool,
     /// `--inactive-days`: retention of customers with no activity for this many days.
@@ -263,6 +267,7 @@ fn parse_args() -> Result<Args, CliError> {
             Long("reason") => a.reason = Some(p.value()?.string()?),
             Long("suppress") => a.suppress = true,
             Long("key-file") => a.key_file = Some(p.value()?.into()),
+            Long("keys-from") => a.keys_from = Some(p.value()?.into()),
             Long("apply") => a.apply = true,
             Long("inactive-days") => a.inactive_days = Some(p.value()?.parse()?),
             Long("anonymise") => a.anonymise = true,
@@ -330,18 +335,21 @@ fn db(a: &Args) -> Result<Store, CliError> {
         .map(std::fs::read)
         .transpose()
         .map_err(CliError::Io)?;
-    // A key file in the key format (`id hex-key` lines) also holds the master keys of an
-    // encrypted store; `import` into a new store then encrypts it.
-    let keys = secret
-        .as_deref()
-        .and_then(|s| std::str::from_utf8(s).ok())
-        .and_then(|t| Keys::parse(t).ok());
+    // A key file in the key format (`id hex-key` lines) holds the master keys of an encrypted
+    // store; `import` into a new store then encrypts it. Its suppression key is its own
+    // `suppression hex-key` line, not the file's bytes: adding a master key line for a
+    // rotation must not change it (existing suppressions would silently stop matching), and
+    // it shares nothing with the master keys. Any other file is the suppression key whole.
+    let (keys, suppression) = match secret.as_deref().and_then(key_file) {
+        Some((keys, suppression)) => (Some(keys), suppression),
+        None => (None, secret.clone()),
+    };
     let builder = |encrypted: bool| {
         let mut b = Store::builder();
         if let Some(r) = &a.region {
             b = b.default_region(r);
         }
-        if let Some(k) = &secret {
+        if let Some(k) = &suppression {
             b = b.suppression_key(k.clone());
         }
         if let (true, Some(k)) = (encrypted, &keys) {
@@ -363,6 +371,38 @@ fn db(a: &Args) -> Result<Store, CliError> {
         }
         other => Ok(other?),
     }
+}
+
+/// A key file in the key format: its master keys, and the suppression key of its
+/// `suppression` line (64 hexadecimal digits) if it has one. `None` if it is not in the key
+/// format.
+fn key_file(bytes: &[u8]) -> Option<(Keys, Option<Vec<u8>>)> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut suppression = None;
+    let mut master = zeroize::Zeroizing::new(String::new());
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("suppression"), Some(hex), None) => suppression = Some(from_hex(hex)?),
+            (Some("suppression"), ..) => return None,
+            _ => {
+                master.push_str(line);
+                master.push('\n');
+            }
+        }
+    }
+    Some((Keys::parse(&master).ok()?, suppression))
+}
+
+/// The 32 bytes written as 64 hexadecimal digits in `hex`.
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() != 64 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// `find`: the customers with an email, a phone or an external id.

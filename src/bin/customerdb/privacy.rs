@@ -1,4 +1,5 @@
-//! `consent`, `export-subject`, `erase`, `retention`, `backup` and `restore`. `consent` shows a customer's consent (in force now, and
+//! `consent`, `export-subject`, `erase`, `retention`, `backup` and `restore` (of an encrypted
+//! backup with `--keys-from LIVE --key-file KEYS`, reporting the customers it purged). `consent` shows a customer's consent (in force now, and
 //! every event with its evidence) or records a grant or withdrawal, in one transaction recorded
 //! in history as done by `--by` (or `cli`). `backup` writes an online backup; `restore` makes a
 //! new store from one and verifies it.
@@ -186,12 +187,34 @@ pub(crate) fn restore(a: &Args) -> Result<ExitCode, CliError> {
     let path =
         a.db.as_ref()
             .ok_or_else(|| CliError::Usage("--db NEWPATH is required".into()))?;
-    let store = customerdb::Store::restore_from(backup, path)?;
+    let (store, purged) = match &a.keys_from {
+        None => (customerdb::Store::restore_from(backup, path)?, Vec::new()),
+        Some(live) => {
+            let usage =
+                || CliError::Usage("--keys-from needs --key-file with the master keys".into());
+            let bytes =
+                std::fs::read(a.key_file.as_ref().ok_or_else(usage)?).map_err(CliError::Io)?;
+            let (keys, suppression) = crate::key_file(&bytes).ok_or_else(usage)?;
+            let builder = || {
+                let b = customerdb::Store::builder().encryption(keys.clone());
+                match &suppression {
+                    Some(s) => b.suppression_key(s.clone()),
+                    None => b,
+                }
+            };
+            let live = builder().open(live)?;
+            let (store, report) = builder()
+                .data_keys_from(&live)
+                .restore_reporting(backup, path)?;
+            (store, report.purged)
+        }
+    };
     let report = store.verify()?;
     let tx = store.begin_read()?;
     print_lines(&[json!({
         "seq": tx.last_seq()?,
         "customers": tx.count()?,
+        "purged": purged.iter().map(|id| id.as_u64()).collect::<Vec<_>>(),
         "verified": report.is_clean(),
     })])?;
     Ok(if report.is_clean() {
