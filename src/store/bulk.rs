@@ -43,17 +43,13 @@ impl WriteTxn {
     {
         let region = self.default_region();
         let mut chunks: Vec<Vec<T>> = Vec::new();
-        let mut total = 0usize;
         for c in customers {
-            if chunks.last().is_none_or(|l| l.len() == CHUNK) {
-                chunks.push(Vec::with_capacity(CHUNK));
+            match chunks.last_mut() {
+                Some(last) if last.len() < CHUNK => last.push(c),
+                _ => chunks.push(vec![c]),
             }
-            if let Some(last) = chunks.last_mut() {
-                last.push(c);
-            }
-            total += 1;
         }
-        let mut ids = Vec::with_capacity(total);
+        let mut ids = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
         let threads = std::thread::available_parallelism()
             .map_or(1, NonZeroUsize::get)
             .min(chunks.len());

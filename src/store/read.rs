@@ -358,12 +358,17 @@ pub(crate) fn get(b: &impl Backend, id: CustomerId) -> Result<Option<Record>> {
 pub(crate) fn find_by_email(b: &impl Backend, email: &str) -> Result<Option<Record>> {
     // A plain address is looked up by its key straight away; the full parse (a third of a
     // lookup) runs only on a miss, to tell an unknown address from an invalid one.
-    if let Some(key) = crate::normalize::quick_match_key(email.trim()) {
-        if let Some(found) = by_unique(b, &index::email_key(&key))? {
+    let quick = crate::normalize::quick_match_key(email.trim());
+    if let Some(key) = &quick {
+        if let Some(found) = by_unique(b, &index::email_key(key))? {
             return Ok(Some(found));
         }
     }
     let email = Email::parse(email)?;
+    if quick.as_deref() == Some(email.match_key()) {
+        // Valid, and its key was just looked up: no second probe.
+        return Ok(None);
+    }
     by_unique(b, &index::email_key(email.match_key()))
 }
 

@@ -146,8 +146,9 @@ fn index_name(tag: u16, schema: &Schema) -> String {
     Index::from_tag(tag, schema).map_or_else(|| format!("#{tag}"), |i| i.name().to_owned())
 }
 
+/// The index tag a key starts with (0 for a key too short to have one).
 fn tag_of(key: &[u8]) -> u16 {
-    key.first_chunk::<2>().map_or(0, |t| u16::from_be_bytes(*t))
+    super::write::posting_tag(key).unwrap_or(0)
 }
 
 /// Checks the value counts against the postings: per index value, its postings; per index

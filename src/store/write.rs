@@ -974,10 +974,7 @@ fn stage_posting_diff(out: &mut Vec<(Vec<u8>, bool)>, old: &[Vec<u8>], new: &[Ve
 /// sorted, so grouped by tag) gained or lost every value of it.
 fn stage_presence(out: &mut BTreeMap<u16, i64>, old: &[Vec<u8>], new: &[Vec<u8>]) {
     let tags = |p: &[Vec<u8>]| -> Vec<u16> {
-        let mut t: Vec<u16> = p
-            .iter()
-            .filter_map(|k| k.first_chunk::<2>().map(|t| u16::from_be_bytes(*t)))
-            .collect();
+        let mut t: Vec<u16> = p.iter().filter_map(|k| posting_tag(k)).collect();
         t.dedup();
         t
     };
