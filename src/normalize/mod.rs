@@ -108,6 +108,7 @@ mod address;
 mod country;
 mod email;
 mod name;
+mod numbering;
 mod phone;
 mod reason;
 mod text;

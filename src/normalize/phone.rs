@@ -1,11 +1,11 @@
 //! Phone numbers to E.164, through libphonenumber's metadata (the `phonenumber` crate).
 
 use phonenumber::country::Id;
-use phonenumber::metadata::DATABASE;
-use phonenumber::{Mode, ParseError, PhoneNumber, Type};
+use phonenumber::metadata::{DATABASE, Metadata};
+use phonenumber::{ParseError, PhoneNumber, Type};
 use unicode_normalization::UnicodeNormalization;
 
-use super::Reason;
+use super::{Reason, numbering};
 
 /// The longest raw phone value accepted, in bytes.
 pub const MAX_PHONE_LEN: usize = 64;
@@ -65,6 +65,7 @@ pub(crate) fn release_patterns() {
     if let Ok(mut cache) = DATABASE.cache().lock() {
         *cache = regex_cache::RegexCache::new(REGEX_CACHE_CAPACITY);
     }
+    numbering::release();
 }
 
 /// Checks a phone number and puts it in E.164 form. `default_region` (upper-case alpha-2)
@@ -101,8 +102,10 @@ pub(crate) fn normalize_phone(
     // The region only reads national numbers. Given with an international one, the crate
     // strips the *region's* trunk prefix from the dialled country's number (`+46 0...` read
     // with US kept Sweden's trunk 0), so a number and its E.164 form could parse differently.
-    if dialable.starts_with('+') {
-        region = None;
+    if let Some(digits) = dialable.strip_prefix('+') {
+        // The parser would look the region up by the slow path; it reads the number the
+        // same way when told the region (see `numbering::region_of_international`).
+        region = numbering::region_of_international(digits);
     } else if region.is_none() {
         return Err(Reason::PhoneNoRegion);
     }
@@ -112,11 +115,11 @@ pub(crate) fn normalize_phone(
         ParseError::InvalidCountryCode => Reason::PhoneCountryCode,
         _ => Reason::PhoneInvalid,
     })?;
-    if let Some(number_type) = valid_type(&number) {
-        return Ok(finish(&number, number_type, extension));
+    if let Some(valid) = valid_type(&number) {
+        return Ok(finish(&number, valid, extension));
     }
     match reread(&dialable, region, &number) {
-        Some((number, number_type)) => Ok(finish(&number, number_type, extension)),
+        Some((number, valid)) => Ok(finish(&number, valid, extension)),
         None => Err(Reason::PhoneInvalid),
     }
 }
@@ -127,7 +130,11 @@ pub(crate) fn normalize_phone(
 /// country code 250. The number is rewritten as `+` country code, trunk prefix, national
 /// number, so the crate strips exactly that prefix, and the result is kept only if it is
 /// valid and is exactly the country code and national number that were given.
-fn reread(dialable: &str, region: Option<Id>, first: &PhoneNumber) -> Option<(PhoneNumber, Type)> {
+fn reread(
+    dialable: &str,
+    region: Option<Id>,
+    first: &PhoneNumber,
+) -> Option<(PhoneNumber, (Type, Option<&'static Metadata>))> {
     let (code, national) = if let Some(international) = dialable.strip_prefix('+') {
         let code = first.code().value();
         (code, international.strip_prefix(&code.to_string())?)
@@ -159,9 +166,9 @@ fn reread(dialable: &str, region: Option<Id>, first: &PhoneNumber) -> Option<(Ph
         .chain(std::iter::once(target.clone()));
     for candidate in candidates {
         if let Ok(number) = phonenumber::parse(None, &candidate) {
-            if let Some(number_type) = valid_type(&number) {
-                if number.format().mode(Mode::E164).to_string() == target {
-                    return Some((number, number_type));
+            if let Some(valid) = valid_type(&number) {
+                if e164(&number) == target {
+                    return Some((number, valid));
                 }
             }
         }
@@ -177,11 +184,10 @@ fn with_idd_as_plus(dialable: String, region: Option<Id>) -> String {
     }
     let idd = region
         .and_then(|r| DATABASE.by_id(r.as_ref()))
-        .and_then(|m| m.international_prefix())
-        .and_then(|re| re.find(&dialable))
-        .filter(|m| m.start() == 0 && m.end() < dialable.len());
+        .and_then(|m| numbering::international_prefix_len(m, &dialable))
+        .filter(|end| *end < dialable.len());
     match idd {
-        Some(m) => format!("+{}", &dialable[m.end()..]),
+        Some(end) => format!("+{}", &dialable[end..]),
         None => dialable,
     }
 }
@@ -252,29 +258,48 @@ fn split_extension(s: &str) -> Result<(&str, Option<String>), Reason> {
     Ok((number, Some(digits.to_owned())))
 }
 
-/// The number's type if it fits its country's plan. The type is computed once, as it is
-/// the costly part; `is_valid` is the fallback because the crate's `number_type` drops the
-/// leading zero of Italian numbers.
-fn valid_type(number: &PhoneNumber) -> Option<Type> {
-    // `number_type` reads the national number without its leading zeros, but E.164 writes
-    // them back: with zeros, only a number valid *with* them may pass, or `+46 0 69696694`
-    // would be stored and read back as another number.
-    if number.national().zeros() > 0 && !number.is_valid() {
+/// The number's type and region if it fits its country's plan (see [`numbering`] for why the
+/// crate's own check is not used). `Type::Unknown` means valid but of no known type.
+fn valid_type(number: &PhoneNumber) -> Option<(Type, Option<&'static Metadata>)> {
+    let code = number.code().value();
+    let national = number.national();
+    // The plan is read without the national number's leading zeros, but E.164 writes them
+    // back: with zeros, only a number valid *with* them may pass, or `+46 0 69696694` would
+    // be stored and read back as another number.
+    let with_zeros = (national.zeros() > 0).then(|| national.to_string());
+    if with_zeros
+        .as_deref()
+        .is_some_and(|n| !numbering::is_valid(code, n))
+    {
         return None;
     }
-    match number.number_type(&DATABASE) {
-        Type::Unknown => number.is_valid().then_some(Type::Unknown),
-        t => Some(t),
+    let plain = national.value().to_string();
+    let meta = numbering::source(code, &plain);
+    match meta.map_or(Type::Unknown, |m| numbering::number_type(m, &plain)) {
+        Type::Unknown => {
+            let whole = with_zeros.as_deref().unwrap_or(&plain);
+            numbering::is_valid(code, whole).then_some((Type::Unknown, meta))
+        }
+        t => Some((t, meta)),
     }
 }
 
+/// The E.164 form of a parsed number: `+`, the code and the national number with its zeros.
+fn e164(number: &PhoneNumber) -> String {
+    format!("+{}{}", number.code().value(), number.national())
+}
+
 /// Formats a valid number.
-fn finish(number: &PhoneNumber, number_type: Type, extension: Option<String>) -> NormalizedPhone {
+fn finish(
+    number: &PhoneNumber,
+    (number_type, meta): (Type, Option<&'static Metadata>),
+    extension: Option<String>,
+) -> NormalizedPhone {
     NormalizedPhone {
-        e164: number.format().mode(Mode::E164).to_string(),
+        e164: e164(number),
         extension,
         number_type,
-        region: number.metadata(&DATABASE).map(|m| m.id().to_owned()),
+        region: meta.map(|m| m.id().to_owned()),
     }
 }
 
