@@ -5,7 +5,8 @@
 //! keeps blind hashes instead of personal values in its indexes. The primitives are in
 //! [`crate::crypt`]; this module decides what is sealed where.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -632,6 +633,114 @@ fn same_store(txn: &redb::WriteTransaction, live: &super::Store) -> Result<()> {
     };
     if Blinder::new(&key)?.blind(0, PROBE) != c.blinder().blind(0, PROBE) {
         return Err(other());
+    }
+    Ok(())
+}
+
+/// Checks that a catch-up copies between two stores of one kind: both plain, or both
+/// encrypted with the same blind index key (the copy was restored from a backup of the
+/// source, or of its predecessor). Otherwise [`KeyProblem::OtherStore`].
+pub(crate) fn same_keys(ours: Option<&Crypt>, theirs: Option<&Crypt>) -> Result<()> {
+    match (ours, theirs) {
+        (None, None) => Ok(()),
+        (Some(a), Some(b)) if a.blinder().blind(0, PROBE) == b.blinder().blind(0, PROBE) => Ok(()),
+        _ => Err(Error::new(ErrorKind::Key(KeyProblem::OtherStore))),
+    }
+}
+
+/// One row of `customer_keys` as read: the customer id and the wrapped key.
+type KeyRow = (u64, Vec<u8>);
+
+fn next_row(it: &mut redb::Range<'_, u64, &'static [u8]>) -> Result<Option<KeyRow>> {
+    it.next()
+        .transpose()
+        .map_err(storage)
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+}
+
+/// Makes the data keys table in `w` (a catch-up's target, encrypted with `ours`) hold what
+/// `src`'s holds, changing only the rows that differ, each added to `invalidated`. First
+/// checks that `ours` holds every master key a row it takes (or `src`'s blind index key) is
+/// wrapped under, so that the copy is not left with keys it cannot unwrap.
+///
+/// # Errors
+/// [`KeyProblem::UnknownKeyId`] or [`KeyProblem::WrongKey`] for a master key `ours` lacks or
+/// holds another key under the id of; storage errors.
+pub(crate) fn take_data_keys(
+    w: &redb::WriteTransaction,
+    ours: &Crypt,
+    src: &super::ReadTxn,
+    invalidated: &Invalidation,
+) -> Result<()> {
+    let mut changes: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
+    {
+        let mine = w.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        let mut here = mine.range::<u64>(..).map_err(storage)?;
+        let mut there = src.raw_customer_keys()?.range::<u64>(..).map_err(storage)?;
+        let (mut x, mut y) = (next_row(&mut here)?, next_row(&mut there)?);
+        loop {
+            let order = match (&x, &y) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((mine, _)), Some((theirs, _))) => mine.cmp(theirs),
+            };
+            // Less: a row only here (its customer is gone there); Greater: only there.
+            match order {
+                Ordering::Less => {
+                    changes.extend(x.take().map(|(id, _)| (id, None)));
+                    x = next_row(&mut here)?;
+                }
+                Ordering::Greater => {
+                    changes.extend(y.take().map(|(id, w)| (id, Some(w))));
+                    y = next_row(&mut there)?;
+                }
+                Ordering::Equal => {
+                    if let (Some((_, mine)), Some((id, theirs))) = (x.take(), y.take()) {
+                        if mine != theirs {
+                            changes.push((id, Some(theirs)));
+                        }
+                    }
+                    (x, y) = (next_row(&mut here)?, next_row(&mut there)?);
+                }
+            }
+        }
+    }
+    // Every master key the taken rows and the blind index key are under, with one row each
+    // to try if the source has no key check for it.
+    let mut under: BTreeMap<u32, (u64, Vec<u8>)> = BTreeMap::new();
+    for (id, w) in &changes {
+        if let Some(w) = w {
+            under
+                .entry(crypt::wrapped_key_id(w)?)
+                .or_insert_with(|| (*id, w.clone()));
+        }
+    }
+    let meta = src.raw_meta()?;
+    let blind = meta
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let blind_id = blind.as_deref().map(crypt::wrapped_key_id).transpose()?;
+    for key_id in under.keys().copied().chain(blind_id) {
+        let check = meta
+            .get(key_check_name(key_id).as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        match (check, under.get(&key_id), &blind) {
+            (Some(check), _, _) => crypt::verify_key_check(ours.keys(), key_id, &check)?,
+            (None, Some((id, w)), _) => drop(crypt::unwrap(ours.keys(), w, *id)?),
+            (None, None, Some(b)) => drop(crypt::unwrap_blind_key(ours.keys(), b)?),
+            (None, None, None) => {}
+        }
+    }
+    let mut keys = w.open_table(CUSTOMER_KEYS).map_err(storage)?;
+    for (id, w) in changes {
+        invalidated.add(id);
+        match w {
+            Some(w) => keys.insert(id, w.as_slice()).map_err(storage)?,
+            None => keys.remove(id).map_err(storage)?,
+        };
     }
     Ok(())
 }
