@@ -284,6 +284,12 @@ pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Res
 
 /// Decodes a stored record: opened under its customer's data key (read from `keys`) in an
 /// encrypted store, decoded as it is in a plain one.
+///
+/// The key cache is tried first without reading the key row: a key that opens the sealed
+/// record is that record's key (the AEAD authenticates it), and a snapshot holding a record
+/// holds its key too, since both are written and erased in one commit. A key that does not
+/// open it (the customer was anonymised since this snapshot, so the cache holds the new key)
+/// falls back to the snapshot's own row.
 pub(crate) fn decode_stored(
     crypt: Option<&Crypt>,
     keys: Option<&impl ReadableTable<u64, &'static [u8]>>,
@@ -293,6 +299,10 @@ pub(crate) fn decode_stored(
     let (Some(c), Some(keys)) = (crypt, keys) else {
         return super::read::decode_record(id, bytes);
     };
+    let cached = c.shared.cache.get_any(id);
+    if let Some(rec) = cached.and_then(|key| open_record(&key, id, bytes).ok()) {
+        return Ok(rec);
+    }
     let wrapped = keys.get(id).map_err(storage)?;
     let key = data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))?;
     open_record(&key, id, bytes)
@@ -929,7 +939,19 @@ mod tests {
         tx.commit().unwrap();
         assert!(read.get(ada).unwrap().is_some());
         assert!(cache(&store).get(ada.as_u64(), &before).is_none());
-        drop((read, store));
+        // A newer reader caches the new key; the older one, whose record is sealed under the
+        // destroyed key, still reads it (from its own key row), without caching that key.
+        let newer = store.begin_read().unwrap();
+        assert_eq!(
+            newer.get(ada).unwrap().unwrap().customer,
+            Customer::default()
+        );
+        let now = wrapped(&newer, ada);
+        assert!(cache(&store).get(ada.as_u64(), &now).is_some());
+        assert!(read.get(ada).unwrap().unwrap().customer.name.is_some());
+        assert!(cache(&store).get(ada.as_u64(), &before).is_none());
+        assert!(cache(&store).get(ada.as_u64(), &now).is_some());
+        drop((read, newer, store));
 
         let keys = Keys::new(1, one()).with(2, MasterKey::from_bytes(&[4; 32]).unwrap());
         let store = Store::builder().encryption(keys).open(&path).unwrap();

@@ -8,7 +8,9 @@
 //!
 //! 1. An entry is found only by the customer id *and* the exact wrapped bytes the caller read
 //!    from its own snapshot, so a snapshot without the key (erased) or with another one
-//!    (anonymised, rotated) never gets it from the cache.
+//!    (anonymised, rotated) never gets it from the cache; or by a reader that authenticates
+//!    it by opening the customer's sealed record with it, from its own snapshot (a key that
+//!    opens the record is its key, and a snapshot holding a record holds its key).
 //! 2. A write transaction that destroys or re-wraps a key blocks that customer from the
 //!    moment it does so until it ends (commits or not): the entry is dropped (its key zeroised)
 //!    and no one finds or adds one meanwhile.
@@ -79,13 +81,23 @@ impl KeyCache {
 
     /// Customer `id`'s key, if it is cached as unwrapped from exactly `wrapped`.
     pub(crate) fn get(&self, id: u64, wrapped: &[u8]) -> Option<SecretKey> {
+        self.find(id, Some(wrapped))
+    }
+
+    /// Customer `id`'s cached key, whatever wrapped bytes it came from: only for a caller
+    /// that authenticates it by opening the customer's sealed record with it (rule 1).
+    pub(crate) fn get_any(&self, id: u64) -> Option<SecretKey> {
+        self.find(id, None)
+    }
+
+    fn find(&self, id: u64, wrapped: Option<&[u8]>) -> Option<SecretKey> {
         let mut s = self.lock();
         if s.blocked.contains_key(&id) {
             return None;
         }
         let i = *s.index.get(&id)?;
         let slot = s.slots.get_mut(i)?.as_mut()?;
-        if *slot.wrapped != *wrapped {
+        if wrapped.is_some_and(|w| *slot.wrapped != *w) {
             return None;
         }
         slot.referenced = true;
