@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::crypt::SecretKey;
 
-/// Data keys the cache holds unless the store is configured otherwise: about 2.5 MB.
+/// Data keys the cache holds unless the store is configured otherwise: about 3 MB.
 pub(crate) const DEFAULT_CAPACITY: usize = 16_384;
 
 /// One cached key: the wrapped bytes it was unwrapped from, and the key.

@@ -673,7 +673,7 @@ impl StoreBuilder {
     }
 
     /// How many unwrapped data keys an encrypted store keeps in memory (default 16,384, about
-    /// 2.5 MB; 0 turns the cache off), so that reading a customer again does not unwrap the
+    /// 3 MB; 0 turns the cache off), so that reading a customer again does not unwrap the
     /// customer's data key again. Erasure, anonymisation and key rotation drop a customer's
     /// key from the cache in the transaction that destroys or re-wraps it, and no reader gets
     /// it from the cache after that commit, whatever snapshot it reads (`ARCHITECTURE.md`,
