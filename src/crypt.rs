@@ -177,7 +177,8 @@ fn hmac(key: &[u8]) -> Result<Hmac<Sha256>> {
         .map_err(|_| key_error(KeyProblem::Malformed { line: 0 }))
 }
 
-/// A 256-bit symmetric key (a data key or a derived key), cleared on drop.
+/// A 256-bit symmetric key (a data key or a derived key), cleared on drop (every clone too).
+#[derive(Clone)]
 pub(crate) struct SecretKey(Zeroizing<[u8; 32]>);
 
 impl fmt::Debug for SecretKey {

@@ -165,12 +165,12 @@ pub enum KeyProblem {
     /// A backup of an encrypted store holds no data keys: restore it with the store it was taken
     /// from as their source (`StoreBuilder::data_keys_from`).
     NoDataKeys,
-    /// The source of data keys given for a restore (`StoreBuilder::data_keys_from`) is not the
-    /// store the backup was taken from (nor its successor): it is plain, or its blind index key
-    /// differs. Restoring with it would purge every customer as erased.
+    /// The source of data keys given for a restore (`StoreBuilder::data_keys_from`), or the
+    /// source of a catch-up (`Store::catch_up_from`), is not the store the backup was taken
+    /// from (nor its successor): one of the two is plain, or their blind index keys differ.
+    /// Restoring with it would purge every customer as erased; catching up from it would copy
+    /// records the copy's index hashes do not match.
     OtherStore,
-    /// The operation is not supported on an encrypted store yet.
-    Unsupported(&'static str),
     /// The customer's data key is gone: the customer was erased (crypto-shredding), so what
     /// was sealed under it cannot be read.
     Shredded(CustomerId),
@@ -206,9 +206,6 @@ impl fmt::Display for KeyProblem {
             ),
             KeyProblem::OtherStore => {
                 f.write_str("the source of data keys is not the store the backup was taken from")
-            }
-            KeyProblem::Unsupported(what) => {
-                write!(f, "{what} is not supported on an encrypted store yet")
             }
             KeyProblem::Shredded(id) => {
                 write!(f, "the data key of customer {id} is destroyed (erased)")

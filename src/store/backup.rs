@@ -6,8 +6,9 @@
 //! as length-prefixed bytes, so it does not depend on redb's page layout, and ends in a
 //! SHA-256 checksum that restore checks before it writes anything.
 //!
-//! The store holds no keys (the suppression key and any future encryption keys are the host's
-//! configuration), so neither does a backup of it.
+//! No key is in a backup: the suppression key and master keys are the host's configuration,
+//! and an encrypted store's data keys (`customer_keys`) are not a backup table; restore and
+//! catch-up take them from the live store.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use sha2::{Digest, Sha256};
 
+use super::crypt::{CUSTOMER_KEYS, Crypt, Invalidation, decode_stored};
 use super::read::{Backend, ReadTxn, decode_record};
 use super::{
     CUSTOMERS, META, META_NEXT_SEQ, POSTINGS, Store, StoreBuilder, Table, UNIQUES, codec,
@@ -25,7 +27,7 @@ use super::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::index;
-use crate::model::Schema;
+use crate::model::{Record, Schema};
 
 /// The first bytes of every backup file. The line feed catches a text-mode transfer.
 const MAGIC: &[u8; 8] = b"CDBBKUP\n";
@@ -405,8 +407,8 @@ impl Store {
     /// table into a self-describing file with a checksum. The file is written beside `path`
     /// and renamed into place when complete and synced, so `path` never holds half a backup.
     ///
-    /// No key is in it: the suppression key (and any future encryption key) is the host's
-    /// configuration, which the database never stores.
+    /// No key is in it: the suppression key and master keys are the host's configuration,
+    /// which the database never stores, and an encrypted store's data keys stay in the store.
     ///
     /// ```
     /// use customerdb::{Customer, Read, Store};
@@ -448,16 +450,24 @@ impl Store {
     /// Afterwards this store's last sequence number is `source`'s. Subscribers of this store
     /// are not told of the changes.
     ///
+    /// Between encrypted stores (a copy restored with [`StoreBuilder::data_keys_from`], opened
+    /// with the master keys of `source`) the sealed bytes are copied as they are, and this
+    /// store's data keys are made `source`'s: the keys of customers created since are added,
+    /// those of customers erased or anonymised since are destroyed here too, and keys
+    /// re-wrapped by a rotation are re-wrapped here.
+    ///
     /// # Errors
-    /// [`ErrorKind::Diverged`] if this store is ahead of `source`; storage errors.
+    /// [`ErrorKind::Diverged`] if this store is ahead of `source`; storage errors;
+    /// [`crate::KeyProblem::OtherStore`] if one store is encrypted and the other is not, or
+    /// they have different blind index keys (this store was not restored from `source`);
+    /// [`crate::KeyProblem::UnknownKeyId`] or [`crate::KeyProblem::WrongKey`] if this store's
+    /// key provider lacks, or holds another key under the id of, a master key that `source`'s
+    /// keys are wrapped under (nothing is changed then).
     pub fn catch_up_from(&self, source: &Store) -> Result<CatchUp> {
-        if self.inner.config.crypt.is_some() || source.inner.config.crypt.is_some() {
-            return Err(Error::new(ErrorKind::Key(crate::KeyProblem::Unsupported(
-                "catch-up",
-            ))));
-        }
+        let ours = self.inner.config.crypt.as_deref();
+        super::crypt::same_keys(ours, source.inner.config.crypt.as_deref())?;
         let src = source.begin_read()?;
-        catch_up(&self.inner.db, &src)
+        catch_up(&self.inner.db, ours, &src)
     }
 }
 
@@ -529,6 +539,7 @@ type Raw = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The index entries a customer has in one database: its record's and its metrics'.
 fn index_entries(
+    db: &dyn Tables,
     record: Option<&[u8]>,
     metrics: Option<&[u8]>,
     id: u64,
@@ -537,8 +548,11 @@ fn index_entries(
     let Some(bytes) = record else {
         return Ok(index::Entries::default());
     };
-    let rec = decode_record(id, bytes)?;
-    let mut e = index::entries(&rec, schema);
+    let rec = db.decode(id, bytes)?;
+    let mut e = match db.crypt() {
+        Some(c) => c.entries(&rec, schema),
+        None => index::entries(&rec, schema),
+    };
     if let Some(m) = metrics {
         let state = super::timeline::decode_metrics(m)?;
         e.postings
@@ -560,6 +574,10 @@ struct Held {
 
 /// Per-customer reads from either side of a catch-up.
 trait Tables {
+    /// The side's encryption, if it is encrypted.
+    fn crypt(&self) -> Option<&Crypt>;
+    /// A stored record of this side, opened under its data key here if encrypted.
+    fn decode(&self, id: u64, bytes: &[u8]) -> Result<Record>;
     fn record(&self, id: u64) -> Result<Option<Vec<u8>>>;
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>>;
     /// The entries of `t` whose keys start with `prefix`.
@@ -585,6 +603,12 @@ fn prefixed_in(
 }
 
 impl Tables for ReadTxn {
+    fn crypt(&self) -> Option<&Crypt> {
+        Backend::crypt(self)
+    }
+    fn decode(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        decode_stored(Backend::crypt(self), self.keys_table()?, id, bytes)
+    }
     fn record(&self, id: u64) -> Result<Option<Vec<u8>>> {
         Ok(self
             .raw_customers()?
@@ -600,17 +624,33 @@ impl Tables for ReadTxn {
     }
 }
 
-impl Tables for redb::WriteTransaction {
+/// The store being caught up: its write transaction and its encryption.
+struct Target<'a> {
+    w: &'a redb::WriteTransaction,
+    crypt: Option<&'a Crypt>,
+}
+
+impl Tables for Target<'_> {
+    fn crypt(&self) -> Option<&Crypt> {
+        self.crypt
+    }
+    fn decode(&self, id: u64, bytes: &[u8]) -> Result<Record> {
+        if self.crypt.is_none() {
+            return decode_record(id, bytes);
+        }
+        let keys = self.w.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        decode_stored(self.crypt, Some(&keys), id, bytes)
+    }
     fn record(&self, id: u64) -> Result<Option<Vec<u8>>> {
-        let t = self.open_table(CUSTOMERS).map_err(storage)?;
+        let t = self.w.open_table(CUSTOMERS).map_err(storage)?;
         Ok(t.get(id).map_err(storage)?.map(|v| v.value().to_vec()))
     }
     fn get(&self, t: Table, k: &[u8]) -> Result<Option<Vec<u8>>> {
-        let t = self.open_table(t.def()).map_err(storage)?;
+        let t = self.w.open_table(t.def()).map_err(storage)?;
         Ok(t.get(k).map_err(storage)?.map(|v| v.value().to_vec()))
     }
     fn prefixed(&self, t: Table, prefix: &[u8]) -> Result<Raw> {
-        prefixed_in(&self.open_table(t.def()).map_err(storage)?, prefix)
+        prefixed_in(&self.w.open_table(t.def()).map_err(storage)?, prefix)
     }
 }
 
@@ -618,7 +658,7 @@ fn held_in(db: &dyn Tables, id: u64, schema: &Schema) -> Result<Held> {
     let key = id.to_be_bytes();
     let record = db.record(id)?;
     let metrics = db.get(Table::Metrics, &key)?;
-    let entries = index_entries(record.as_deref(), metrics.as_deref(), id, schema)?;
+    let entries = index_entries(db, record.as_deref(), metrics.as_deref(), id, schema)?;
     let activities = db.prefixed(Table::Activities, &key)?;
     let history = db
         .prefixed(Table::CustomerHistory, &key)?
@@ -644,11 +684,15 @@ fn activity_keys(k: &[u8]) -> Result<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// Makes `target` hold what `src` holds, for the customers its feed names since `target`'s
-/// last change.
+/// Makes `target` (encrypted with `crypt`, if at all, with the same blind index key as `src`)
+/// hold what `src` holds, for the customers its feed names since `target`'s last change, and
+/// in an encrypted store the same data keys.
 #[allow(clippy::too_many_lines)] // one transaction's steps, in the order they must run
-fn catch_up(target: &redb::Database, src: &ReadTxn) -> Result<CatchUp> {
+fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Result<CatchUp> {
     let to = Backend::last_seq(src)?;
+    // Data keys the catch-up replaces or destroys leave the target's key cache with its
+    // commit: declared before `w`, so dropped after it.
+    let invalidated = Invalidation::of(crypt);
     let w = target.begin_write().map_err(storage)?;
     let from = {
         let meta = w.open_table(META).map_err(storage)?;
@@ -703,7 +747,7 @@ fn catch_up(target: &redb::Database, src: &ReadTxn) -> Result<CatchUp> {
     // What each customer holds on both sides, read before anything is written.
     let mut pairs = Vec::new();
     for &id in &ids {
-        let ours = held_in(&w, id, &old_schema)?;
+        let ours = held_in(&Target { w: &w, crypt }, id, &old_schema)?;
         let theirs = held_in(src, id, &new_schema)?;
         pairs.push((id, ours, theirs));
     }
@@ -823,6 +867,9 @@ fn catch_up(target: &redb::Database, src: &ReadTxn) -> Result<CatchUp> {
         replace_all(&w, t.def(), src.raw_table(t)?)?;
     }
     replace_all(&w, META, src.raw_meta()?)?;
+    if let Some(c) = crypt {
+        super::crypt::take_data_keys(&w, c, src, &invalidated)?;
+    }
     w.commit().map_err(storage)?;
     Ok(CatchUp {
         from,

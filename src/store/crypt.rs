@@ -5,7 +5,8 @@
 //! keeps blind hashes instead of personal values in its indexes. The primitives are in
 //! [`crate::crypt`]; this module decides what is sealed where.
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +19,8 @@ use crate::error::{Error, ErrorKind, KeyProblem, Result};
 use crate::index::Entries;
 use crate::model::{CustomerId, Record, Schema};
 
+pub(crate) use super::key_cache::Invalidation;
+use super::key_cache::KeyCache;
 use super::read::Backend as _;
 use super::{CUSTOMERS, POSTINGS, Table, UNIQUES, codec, storage};
 
@@ -37,38 +40,83 @@ fn key_check_name(id: u32) -> String {
 /// First byte of a sealed history entry (a plain one starts with the format version).
 const SEALED_HISTORY: u8 = 0xEC;
 
-/// The encryption of an opened store: its key provider and blind index key.
+/// The encryption of an opened store as one holder sees it: the store's keys and key cache,
+/// and the cache epoch the holder's snapshot began at. Cheap to clone.
+#[derive(Clone)]
 pub(crate) struct Crypt {
+    shared: Arc<Shared>,
+    /// The [`KeyCache`] epoch read before the holder's snapshot began; `None` for the store's
+    /// own handle, which reads no snapshot of its own and so never adds to the cache.
+    epoch: Option<u64>,
+}
+
+/// What every holder of an opened store's [`Crypt`] shares.
+struct Shared {
     keys: Arc<dyn KeyProvider>,
     blinder: Blinder,
     /// Seals store-level data that holds personal values of many customers (the duplicate
     /// model's name frequencies): derived from the blind index key, so it survives master key
     /// rotation as that key does.
     store_key: SecretKey,
+    /// Unwrapped data keys (see [`super::key_cache`]).
+    cache: Arc<KeyCache>,
 }
 
 impl Crypt {
     /// The blind index key.
     pub(crate) fn blinder(&self) -> &Blinder {
-        &self.blinder
+        &self.shared.blinder
+    }
+
+    /// This store's encryption for a transaction about to begin its snapshot: call it before
+    /// the snapshot begins, never after (the cache epoch must not be newer than the snapshot).
+    pub(crate) fn for_snapshot(&self) -> Crypt {
+        Crypt {
+            shared: self.shared.clone(),
+            epoch: Some(self.shared.cache.epoch()),
+        }
+    }
+
+    /// Keeps the customers a write transaction destroys or re-wraps keys of out of the key
+    /// cache until the returned value is dropped (after the commit).
+    pub(crate) fn invalidation(&self) -> Invalidation {
+        Invalidation::new(Some(self.shared.cache.clone()))
+    }
+
+    /// The key cache.
+    #[cfg(test)]
+    pub(crate) fn cache(&self) -> &KeyCache {
+        &self.shared.cache
+    }
+
+    /// The key provider.
+    fn keys(&self) -> &dyn KeyProvider {
+        &*self.shared.keys
     }
 
     /// A new data key for customer `id` and its wrapped form (for `customer_keys`).
     pub(crate) fn new_data_key(&self, id: u64) -> Result<(SecretKey, Vec<u8>)> {
         let key = SecretKey::generate()?;
-        let wrapped = crypt::wrap(&*self.keys, &key, id)?;
+        let wrapped = crypt::wrap(self.keys(), &key, id)?;
         Ok((key, wrapped))
     }
 
-    /// Customer `id`'s data key from its wrapped form.
+    /// Customer `id`'s data key from its wrapped form, `wrapped` as the caller's snapshot
+    /// holds it: from the key cache if it holds the key unwrapped from these very bytes,
+    /// otherwise unwrapped now (and cached, if the epoch allows).
     pub(crate) fn data_key(&self, id: u64, wrapped: &[u8]) -> Result<SecretKey> {
-        crypt::unwrap(&*self.keys, wrapped, id)
+        if let Some(key) = self.shared.cache.get(id, wrapped) {
+            return Ok(key);
+        }
+        let key = crypt::unwrap(self.keys(), wrapped, id)?;
+        self.shared.cache.put(id, wrapped, &key, self.epoch);
+        Ok(key)
     }
 
     /// The entries of `rec` with the personal indexes blinded.
     pub(crate) fn entries(&self, rec: &Record, schema: &Schema) -> Entries {
         let mut e = crate::index::entries(rec, schema);
-        e.blind(&self.blinder);
+        e.blind(&self.shared.blinder);
         e
     }
 }
@@ -202,7 +250,7 @@ pub(crate) fn seal_model(crypt: Option<&Crypt>, encoded: Vec<u8>) -> Result<Vec<
     };
     let encoded = Zeroizing::new(encoded);
     let mut out = vec![SEALED_MODEL];
-    out.extend_from_slice(&crypt::seal(&c.store_key, MODEL_AAD, &encoded)?);
+    out.extend_from_slice(&crypt::seal(&c.shared.store_key, MODEL_AAD, &encoded)?);
     Ok(out)
 }
 
@@ -214,7 +262,7 @@ pub(crate) fn open_model(crypt: Option<&Crypt>, stored: &[u8]) -> Result<Zeroizi
     };
     match stored.split_first() {
         Some((&SEALED_MODEL, sealed)) => {
-            crypt::open(&c.store_key, MODEL_AAD, sealed, "duplicate model")
+            crypt::open(&c.shared.store_key, MODEL_AAD, sealed, "duplicate model")
         }
         _ => Err(Error::corrupted(
             "duplicate model",
@@ -236,6 +284,12 @@ pub(crate) fn data_key_of(crypt: &Crypt, id: u64, wrapped: Option<&[u8]>) -> Res
 
 /// Decodes a stored record: opened under its customer's data key (read from `keys`) in an
 /// encrypted store, decoded as it is in a plain one.
+///
+/// The key cache is tried first without reading the key row: a key that opens the sealed
+/// record is that record's key (the AEAD authenticates it), and a snapshot holding a record
+/// holds its key too, since both are written and erased in one commit. A key that does not
+/// open it (the customer was anonymised since this snapshot, so the cache holds the new key)
+/// falls back to the snapshot's own row.
 pub(crate) fn decode_stored(
     crypt: Option<&Crypt>,
     keys: Option<&impl ReadableTable<u64, &'static [u8]>>,
@@ -245,6 +299,10 @@ pub(crate) fn decode_stored(
     let (Some(c), Some(keys)) = (crypt, keys) else {
         return super::read::decode_record(id, bytes);
     };
+    let cached = c.shared.cache.get_any(id);
+    if let Some(rec) = cached.and_then(|key| open_record(&key, id, bytes).ok()) {
+        return Ok(rec);
+    }
     let wrapped = keys.get(id).map_err(storage)?;
     let key = data_key_of(c, id, wrapped.as_ref().map(redb::AccessGuard::value))?;
     open_record(&key, id, bytes)
@@ -296,6 +354,7 @@ pub(crate) fn initialise(
     meta: &mut redb::Table<&'static str, &'static [u8]>,
     keys: Option<Arc<dyn KeyProvider>>,
     new: bool,
+    cache: usize,
 ) -> Result<Option<Arc<Crypt>>> {
     let stored = meta
         .get(META_ENCRYPTION)
@@ -332,9 +391,13 @@ pub(crate) fn initialise(
     let blinder = Blinder::new(&blind_key)?;
     let store_key = blind_key.derive("store data")?;
     Ok(Some(Arc::new(Crypt {
-        keys,
-        blinder,
-        store_key,
+        shared: Arc::new(Shared {
+            keys,
+            blinder,
+            store_key,
+            cache: Arc::new(KeyCache::new(cache)),
+        }),
+        epoch: None,
     })))
 }
 
@@ -361,7 +424,7 @@ pub(crate) fn keys_not_current(
     c: &Crypt,
     read: &super::ReadTxn,
 ) -> Result<(Vec<CustomerId>, bool)> {
-    let current = c.keys.current_key_id();
+    let current = c.keys().current_key_id();
     let mut stale = Vec::new();
     for item in read.raw_customer_keys()?.iter().map_err(storage)? {
         let (id, w) = item.map_err(storage)?;
@@ -403,9 +466,11 @@ impl super::Store {
             .crypt
             .clone()
             .ok_or_else(|| Error::new(ErrorKind::Key(KeyProblem::NotEncrypted)))?;
-        let current = c.keys.current_key_id();
+        let current = c.keys().current_key_id();
         let mut done = 0;
         loop {
+            // Dropped after the commit: re-wrapped keys leave the cache with it.
+            let invalidated = c.invalidation();
             let txn = self.inner.db.begin_write().map_err(storage)?;
             let finished = {
                 let mut meta = txn.open_table(super::META).map_err(storage)?;
@@ -419,8 +484,8 @@ impl super::Store {
                     .map_err(storage)?
                     .map(|v| v.value().to_vec());
                 if let Some(w) = blind.filter(|w| crypt::wrapped_key_id(w).ok() != Some(current)) {
-                    let key = crypt::unwrap_blind_key(&*c.keys, &w)?;
-                    let rewrapped = crypt::wrap_blind_key(&*c.keys, &key)?;
+                    let key = crypt::unwrap_blind_key(c.keys(), &w)?;
+                    let rewrapped = crypt::wrap_blind_key(c.keys(), &key)?;
                     meta.insert(META_ENCRYPTION, rewrapped.as_slice())
                         .map_err(storage)?;
                 }
@@ -437,7 +502,8 @@ impl super::Store {
                     }
                 }
                 for (id, w) in stale {
-                    let rewrapped = crypt::wrap(&*c.keys, &c.data_key(id, &w)?, id)?;
+                    invalidated.add(id);
+                    let rewrapped = crypt::wrap(c.keys(), &c.data_key(id, &w)?, id)?;
                     keys.insert(id, rewrapped.as_slice()).map_err(storage)?;
                     done += 1;
                 }
@@ -568,15 +634,123 @@ fn same_store(txn: &redb::WriteTransaction, live: &super::Store) -> Result<()> {
         .map_err(storage)?
         .map(|v| v.value().to_vec())
         .ok_or_else(other)?;
-    let key = match crypt::unwrap_blind_key(&*c.keys, &wrapped) {
+    let key = match crypt::unwrap_blind_key(c.keys(), &wrapped) {
         Ok(key) => key,
         Err(e) if matches!(e.kind(), ErrorKind::Key(KeyProblem::Unauthentic { .. })) => {
             return Err(other());
         }
         Err(e) => return Err(e),
     };
-    if Blinder::new(&key)?.blind(0, PROBE) != c.blinder.blind(0, PROBE) {
+    if Blinder::new(&key)?.blind(0, PROBE) != c.blinder().blind(0, PROBE) {
         return Err(other());
+    }
+    Ok(())
+}
+
+/// Checks that a catch-up copies between two stores of one kind: both plain, or both
+/// encrypted with the same blind index key (the copy was restored from a backup of the
+/// source, or of its predecessor). Otherwise [`KeyProblem::OtherStore`].
+pub(crate) fn same_keys(ours: Option<&Crypt>, theirs: Option<&Crypt>) -> Result<()> {
+    match (ours, theirs) {
+        (None, None) => Ok(()),
+        (Some(a), Some(b)) if a.blinder().blind(0, PROBE) == b.blinder().blind(0, PROBE) => Ok(()),
+        _ => Err(Error::new(ErrorKind::Key(KeyProblem::OtherStore))),
+    }
+}
+
+/// One row of `customer_keys` as read: the customer id and the wrapped key.
+type KeyRow = (u64, Vec<u8>);
+
+fn next_row(it: &mut redb::Range<'_, u64, &'static [u8]>) -> Result<Option<KeyRow>> {
+    it.next()
+        .transpose()
+        .map_err(storage)
+        .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+}
+
+/// Makes the data keys table in `w` (a catch-up's target, encrypted with `ours`) hold what
+/// `src`'s holds, changing only the rows that differ, each added to `invalidated`. First
+/// checks that `ours` holds every master key a row it takes (or `src`'s blind index key) is
+/// wrapped under, so that the copy is not left with keys it cannot unwrap.
+///
+/// # Errors
+/// [`KeyProblem::UnknownKeyId`] or [`KeyProblem::WrongKey`] for a master key `ours` lacks or
+/// holds another key under the id of; storage errors.
+pub(crate) fn take_data_keys(
+    w: &redb::WriteTransaction,
+    ours: &Crypt,
+    src: &super::ReadTxn,
+    invalidated: &Invalidation,
+) -> Result<()> {
+    let mut changes: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
+    {
+        let mine = w.open_table(CUSTOMER_KEYS).map_err(storage)?;
+        let mut here = mine.range::<u64>(..).map_err(storage)?;
+        let mut there = src.raw_customer_keys()?.range::<u64>(..).map_err(storage)?;
+        let (mut x, mut y) = (next_row(&mut here)?, next_row(&mut there)?);
+        loop {
+            let order = match (&x, &y) {
+                (None, None) => break,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some((mine, _)), Some((theirs, _))) => mine.cmp(theirs),
+            };
+            // Less: a row only here (its customer is gone there); Greater: only there.
+            match order {
+                Ordering::Less => {
+                    changes.extend(x.take().map(|(id, _)| (id, None)));
+                    x = next_row(&mut here)?;
+                }
+                Ordering::Greater => {
+                    changes.extend(y.take().map(|(id, w)| (id, Some(w))));
+                    y = next_row(&mut there)?;
+                }
+                Ordering::Equal => {
+                    if let (Some((_, mine)), Some((id, theirs))) = (x.take(), y.take()) {
+                        if mine != theirs {
+                            changes.push((id, Some(theirs)));
+                        }
+                    }
+                    (x, y) = (next_row(&mut here)?, next_row(&mut there)?);
+                }
+            }
+        }
+    }
+    // Every master key the taken rows and the blind index key are under, with one row each
+    // to try if the source has no key check for it.
+    let mut under: BTreeMap<u32, (u64, Vec<u8>)> = BTreeMap::new();
+    for (id, w) in &changes {
+        if let Some(w) = w {
+            under
+                .entry(crypt::wrapped_key_id(w)?)
+                .or_insert_with(|| (*id, w.clone()));
+        }
+    }
+    let meta = src.raw_meta()?;
+    let blind = meta
+        .get(META_ENCRYPTION)
+        .map_err(storage)?
+        .map(|v| v.value().to_vec());
+    let blind_id = blind.as_deref().map(crypt::wrapped_key_id).transpose()?;
+    for key_id in under.keys().copied().chain(blind_id) {
+        let check = meta
+            .get(key_check_name(key_id).as_str())
+            .map_err(storage)?
+            .map(|v| v.value().to_vec());
+        match (check, under.get(&key_id), &blind) {
+            (Some(check), _, _) => crypt::verify_key_check(ours.keys(), key_id, &check)?,
+            (None, Some((id, w)), _) => drop(crypt::unwrap(ours.keys(), w, *id)?),
+            (None, None, Some(b)) => drop(crypt::unwrap_blind_key(ours.keys(), b)?),
+            (None, None, None) => {}
+        }
+    }
+    let mut keys = w.open_table(CUSTOMER_KEYS).map_err(storage)?;
+    for (id, w) in changes {
+        invalidated.add(id);
+        match w {
+            Some(w) => keys.insert(id, w.as_slice()).map_err(storage)?,
+            None => keys.remove(id).map_err(storage)?,
+        };
     }
     Ok(())
 }
@@ -671,4 +845,123 @@ fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>)
     }
     let mut counts = raw(Table::ValueCounts)?;
     super::write::rebuild_value_counts(&postings, &mut counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::crypt::{Keys, MasterKey};
+    use crate::{Customer, CustomerId, Read, Store, Suppress};
+
+    fn store() -> Store {
+        let keys = Keys::new(1, MasterKey::from_bytes(&[3; 32]).unwrap());
+        Store::builder().encryption(keys).in_memory().unwrap()
+    }
+
+    fn add(store: &Store, name: &str, email: &str) -> CustomerId {
+        let mut tx = store.begin_write().unwrap();
+        let id = tx
+            .insert(Customer::builder().name(name).email(email))
+            .unwrap();
+        tx.commit().unwrap();
+        id
+    }
+
+    /// Customer `id`'s wrapped data key as `tx`'s snapshot holds it.
+    fn wrapped(tx: &crate::ReadTxn, id: CustomerId) -> Vec<u8> {
+        let keys = tx.raw_customer_keys().unwrap();
+        redb::ReadableTable::get(keys, id.as_u64())
+            .unwrap()
+            .unwrap()
+            .value()
+            .to_vec()
+    }
+
+    fn cache(store: &Store) -> &super::KeyCache {
+        store.inner.config.crypt.as_ref().unwrap().cache()
+    }
+
+    /// The cache must not outlive crypto-shredding: once an erasure has committed, its key is
+    /// gone from the cache, and a reader whose older snapshot still holds the wrapped key
+    /// neither gets the key from the cache nor puts it back there.
+    #[test]
+    fn an_erased_key_never_comes_from_the_cache_even_to_an_older_snapshot() {
+        let store = store();
+        let ada = add(&store, "Ada Lovelace", "ada@example.com");
+        let bob = add(&store, "Bob Bobbins", "bob@example.com");
+        let warm = store.begin_read().unwrap();
+        assert!(warm.find_by_email("ada@example.com").unwrap().is_some());
+        assert!(warm.get(bob).unwrap().is_some());
+        let old_wrap = wrapped(&warm, ada);
+        assert!(cache(&store).get(ada.as_u64(), &old_wrap).is_some());
+        drop(warm);
+
+        let old = store.begin_read().unwrap();
+        let mut tx = store.begin_write().unwrap();
+        tx.erase(ada, "request", Suppress::No).unwrap();
+        // From the erasure on, before the commit too, the key is out and stays out.
+        assert!(!cache(&store).holds(ada.as_u64()));
+        assert!(old.get(ada).unwrap().is_some());
+        assert!(!cache(&store).holds(ada.as_u64()));
+        tx.commit().unwrap();
+
+        // The older snapshot still reads Ada (snapshot isolation: it unwraps her key from its
+        // own pages), but never through the cache, and leaves nothing there.
+        assert_eq!(wrapped(&old, ada), old_wrap);
+        assert!(old.get(ada).unwrap().is_some());
+        assert!(old.find_by_email("ada@example.com").unwrap().is_some());
+        assert!(cache(&store).get(ada.as_u64(), &old_wrap).is_none());
+        assert!(!cache(&store).holds(ada.as_u64()));
+        drop(old);
+        let new = store.begin_read().unwrap();
+        assert!(new.get(ada).unwrap().is_none());
+        // Other customers' keys are cached again by readers begun after the erasure.
+        assert!(new.get(bob).unwrap().is_some());
+        assert!(cache(&store).holds(bob.as_u64()));
+    }
+
+    /// Anonymisation replaces the data key and rotation re-wraps it: after either commits, the
+    /// cache holds no key under the wrapped bytes an older snapshot has.
+    #[test]
+    fn anonymised_and_rotated_keys_leave_the_cache_with_their_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let one = || MasterKey::from_bytes(&[3; 32]).unwrap();
+        let store = Store::builder()
+            .encryption(Keys::new(1, one()))
+            .create(&path)
+            .unwrap();
+        let ada = add(&store, "Ada Lovelace", "ada@example.com");
+        let read = store.begin_read().unwrap();
+        assert!(read.get(ada).unwrap().is_some());
+        let before = wrapped(&read, ada);
+        let mut tx = store.begin_write().unwrap();
+        tx.replace_silently(ada, Customer::default()).unwrap();
+        tx.commit().unwrap();
+        assert!(read.get(ada).unwrap().is_some());
+        assert!(cache(&store).get(ada.as_u64(), &before).is_none());
+        // A newer reader caches the new key; the older one, whose record is sealed under the
+        // destroyed key, still reads it (from its own key row), without caching that key.
+        let newer = store.begin_read().unwrap();
+        assert_eq!(
+            newer.get(ada).unwrap().unwrap().customer,
+            Customer::default()
+        );
+        let now = wrapped(&newer, ada);
+        assert!(cache(&store).get(ada.as_u64(), &now).is_some());
+        assert!(read.get(ada).unwrap().unwrap().customer.name.is_some());
+        assert!(cache(&store).get(ada.as_u64(), &before).is_none());
+        assert!(cache(&store).get(ada.as_u64(), &now).is_some());
+        drop((read, newer, store));
+
+        let keys = Keys::new(1, one()).with(2, MasterKey::from_bytes(&[4; 32]).unwrap());
+        let store = Store::builder().encryption(keys).open(&path).unwrap();
+        let read = store.begin_read().unwrap();
+        assert!(read.get(ada).unwrap().is_some());
+        let under_one = wrapped(&read, ada);
+        assert!(cache(&store).get(ada.as_u64(), &under_one).is_some());
+        assert_eq!(store.rotate_keys(10).unwrap(), 1);
+        assert!(cache(&store).get(ada.as_u64(), &under_one).is_none());
+        assert!(read.get(ada).unwrap().is_some());
+        assert!(!cache(&store).holds(ada.as_u64()));
+    }
 }

@@ -10,6 +10,7 @@ mod consent;
 pub(crate) mod crypt;
 mod dedup;
 mod history;
+mod key_cache;
 mod privacy;
 mod read;
 mod segments;
@@ -218,6 +219,8 @@ pub(crate) struct Config {
     pub(crate) suppression_key: Option<Arc<[u8]>>,
     /// The encryption of an encrypted store (set when it is opened).
     pub(crate) crypt: Option<Arc<crypt::Crypt>>,
+    /// How many unwrapped data keys an encrypted store caches.
+    key_cache: usize,
 }
 
 /// An embedded customer database.
@@ -287,8 +290,20 @@ impl Store {
 
     /// Begins a read transaction: a consistent snapshot that later commits do not change.
     pub fn begin_read(&self) -> Result<ReadTxn> {
+        // The key cache's epoch is taken before the snapshot begins (see `key_cache`).
+        let crypt = self
+            .inner
+            .config
+            .crypt
+            .as_ref()
+            .map(|c| Arc::new(c.for_snapshot()));
         let txn = self.inner.db.begin_read().map_err(storage)?;
-        Ok(ReadTxn::new(txn, &self.inner.config, self.inner.clone()))
+        Ok(ReadTxn::new(
+            txn,
+            &self.inner.config,
+            crypt,
+            self.inner.clone(),
+        ))
     }
 
     /// Begins the write transaction, waiting while another is open. Dropping it without
@@ -398,7 +413,7 @@ impl Store {
         path: Option<std::path::PathBuf>,
         cache_size: Option<usize>,
     ) -> Result<Store> {
-        config.crypt = initialise(&db, keys)?;
+        config.crypt = initialise(&db, keys, config.key_cache)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
@@ -415,6 +430,7 @@ impl Store {
 fn initialise(
     db: &redb::Database,
     keys: Option<Arc<dyn KeyProvider>>,
+    key_cache: usize,
 ) -> Result<Option<Arc<crypt::Crypt>>> {
     let txn = db.begin_write().map_err(storage)?;
     let crypt;
@@ -431,7 +447,7 @@ fn initialise(
             .get(META_FORMAT)
             .map_err(storage)?
             .map(|v| v.value().to_vec());
-        crypt = crypt::initialise(&mut meta, keys, found.is_none())?;
+        crypt = crypt::initialise(&mut meta, keys, found.is_none(), key_cache)?;
         match found.as_deref() {
             None => {
                 meta.insert(META_FORMAT, [codec::FORMAT_VERSION].as_slice())
@@ -556,6 +572,7 @@ pub struct StoreBuilder {
     retention: HistoryRetention,
     suppression_key: Option<Vec<u8>>,
     keys: Option<Arc<dyn KeyProvider>>,
+    key_cache: usize,
     data_keys_from: Option<Store>,
 }
 
@@ -571,6 +588,7 @@ impl Default for StoreBuilder {
             retention: HistoryRetention::KeepAll,
             suppression_key: None,
             keys: None,
+            key_cache: key_cache::DEFAULT_CAPACITY,
             data_keys_from: None,
         }
     }
@@ -654,6 +672,17 @@ impl StoreBuilder {
         self
     }
 
+    /// How many unwrapped data keys an encrypted store keeps in memory (default 16,384, about
+    /// 3 MB; 0 turns the cache off), so that reading a customer again does not unwrap the
+    /// customer's data key again. Erasure, anonymisation and key rotation drop a customer's
+    /// key from the cache in the transaction that destroys or re-wraps it, and no reader gets
+    /// it from the cache after that commit, whatever snapshot it reads (`ARCHITECTURE.md`,
+    /// "Encryption at rest"). A plain store ignores it.
+    pub fn data_key_cache(mut self, entries: usize) -> Self {
+        self.key_cache = entries;
+        self
+    }
+
     /// Where [`StoreBuilder::restore_from`] takes the data keys of an encrypted backup from
     /// (backups hold none): `live`, the store the backup was taken from. Customers erased in
     /// `live` since the backup was taken have no key there any more, so their data in the
@@ -717,6 +746,7 @@ impl StoreBuilder {
             retention: self.retention,
             suppression_key: self.suppression_key.map(Arc::from),
             crypt: None,
+            key_cache: self.key_cache,
         };
         Ok((builder, config, self.keys))
     }

@@ -612,16 +612,19 @@ impl std::fmt::Debug for ReadTxn {
 }
 
 impl ReadTxn {
+    /// A read transaction of `txn`, with `crypt` made for it before `txn` began
+    /// ([`Crypt::for_snapshot`]).
     pub(crate) fn new(
         txn: redb::ReadTransaction,
         config: &Config,
+        crypt: Option<Arc<Crypt>>,
         store: Arc<super::Inner>,
     ) -> ReadTxn {
         ReadTxn {
             _store: store,
             customers: OnceLock::new(),
             customer_keys: OnceLock::new(),
-            crypt: config.crypt.clone(),
+            crypt,
             postings: OnceLock::new(),
             uniques: OnceLock::new(),
             meta: OnceLock::new(),

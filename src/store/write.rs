@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::crypt::{CUSTOMER_KEYS, Crypt};
+use super::crypt::{CUSTOMER_KEYS, Crypt, Invalidation};
 use super::history::{self, Change, FieldChange, Operation};
 use super::read::{
     Backend, RawVisitor, decode_record, impl_read, load_schema, scan_raw_table, scan_table_ids,
@@ -208,6 +208,9 @@ pub struct WriteTxn {
     actor: Option<String>,
     suppression_key: Option<Arc<[u8]>>,
     crypt: Option<Arc<Crypt>>,
+    /// The customers whose data keys this transaction destroys: out of the key cache until
+    /// after the commit. Declared after `txn`, so it is dropped after a rollback too.
+    shredded: Invalidation,
     hub: Arc<Hub>,
     /// Committed changes to hand to subscribers, kept only if there were any at begin.
     publish: Option<RefCell<Vec<Change>>>,
@@ -238,6 +241,9 @@ impl WriteTxn {
                 read_counter(&meta, META_NEXT_ACTIVITY)?.unwrap_or(1),
             )
         };
+        // Taken after the write lock: the last commit is in this snapshot, so whatever key it
+        // destroyed is not in it to be cached (see `key_cache`).
+        let crypt = config.crypt.as_ref().map(|c| Arc::new(c.for_snapshot()));
         let publish = config
             .hub
             .has_subscribers()
@@ -257,7 +263,8 @@ impl WriteTxn {
             rates: config.rates.clone(),
             actor: None,
             suppression_key: config.suppression_key.clone(),
-            crypt: config.crypt.clone(),
+            shredded: Invalidation::of(crypt.as_deref()),
+            crypt,
             hub: config.hub.clone(),
             publish,
         })
@@ -450,6 +457,7 @@ impl WriteTxn {
     /// here or in any backup, can no longer be read.
     pub(super) fn destroy_data_key(&self, id: u64) -> Result<()> {
         if self.crypt.is_some() {
+            self.shredded.add(id);
             let mut keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
             keys.remove(id).map_err(storage)?;
         }

@@ -338,17 +338,26 @@ fn duplicates_are_found_on_an_encrypted_store_as_on_a_plain_one() -> Result<()> 
     Ok(())
 }
 
-#[test]
-fn an_old_backup_restored_after_an_erasure_does_not_reveal_the_erased() -> Result<()> {
-    let people = sample::generate(0x0BAC_CF11, 40);
-    let dir = tempfile::tempdir()?;
-    let live = encrypted().create(dir.path().join("live.redb"))?;
+/// An encrypted store `live.redb` in `dir` holding `people`, and their ids.
+fn live_store(
+    dir: &std::path::Path,
+    people: &[sample::SampleCustomer],
+) -> Result<(Store, Vec<customerdb::CustomerId>)> {
+    let live = encrypted().create(dir.join("live.redb"))?;
     let mut tx = live.begin_write()?;
-    let ids: Vec<_> = people
+    let ids = people
         .iter()
         .map(|p| tx.insert(p.to_builder()))
         .collect::<Result<_>>()?;
     tx.commit()?;
+    Ok((live, ids))
+}
+
+#[test]
+fn an_old_backup_restored_after_an_erasure_does_not_reveal_the_erased() -> Result<()> {
+    let people = sample::generate(0x0BAC_CF11, 40);
+    let dir = tempfile::tempdir()?;
+    let (live, ids) = live_store(dir.path(), &people)?;
     let mut tx = live.begin_write()?;
     for id in &ids[..5] {
         let mut c = tx.get(*id)?.unwrap().customer;
@@ -718,5 +727,161 @@ fn a_restore_refuses_another_store_as_key_source_and_reports_the_purged() -> Res
         .restore_reporting(&backup, dir.path().join("restored.redb"))?;
     assert_eq!(report.purged, vec![a]);
     assert!(restored.begin_read()?.get(b)?.is_some());
+    Ok(())
+}
+
+/// What a reader of an encrypted store sees, for comparing a caught-up copy with its source.
+fn readable(
+    store: &Store,
+    ids: &[customerdb::CustomerId],
+) -> Result<impl PartialEq + std::fmt::Debug> {
+    let tx = store.begin_read()?;
+    let tombstones: Vec<_> = ids
+        .iter()
+        .map(|id| tx.tombstone(*id))
+        .collect::<Result<_>>()?;
+    Ok((
+        tx.last_seq()?,
+        tx.customers()?.collect::<Result<Vec<_>>>()?,
+        tx.changes(0, usize::MAX)?,
+        tombstones,
+    ))
+}
+
+#[test]
+fn catch_up_brings_an_encrypted_copy_to_the_live_store_and_shreds_the_erased() -> Result<()> {
+    let people = sample::generate(0x0CA7_C401, 60);
+    let dir = tempfile::tempdir()?;
+    let (live, mut ids) = live_store(dir.path(), &people[..40])?;
+    let backup = dir.path().join("live.cdbk");
+    live.backup_to(&backup)?;
+    let copy = encrypted()
+        .data_keys_from(&live)
+        .restore_from(&backup, dir.path().join("copy.redb"))?;
+
+    // After the backup: new customers (new data keys), updates, a merge, an erasure.
+    let mut tx = live.begin_write_as("crm")?;
+    for p in &people[40..] {
+        ids.push(tx.insert(p.to_builder())?);
+    }
+    for id in &ids[1..6] {
+        let mut c = tx.get(*id)?.unwrap().customer;
+        c.job_title = Some("Archivist".into());
+        tx.update(*id, c)?;
+    }
+    let plan = tx.merge_plan(ids[6], &[ids[7]], &customerdb::Survivorship::MostRecent)?;
+    tx.merge(&plan)?;
+    tx.erase(ids[0], "art. 17 request", customerdb::Suppress::No)?;
+    tx.erase(ids[45], "art. 17 request", customerdb::Suppress::No)?;
+    tx.commit()?;
+    // A backup of the copy before it catches up still holds the first erased customer.
+    let stale = dir.path().join("copy-before.cdbk");
+    copy.backup_to(&stale)?;
+
+    let caught = copy.catch_up_from(&live)?;
+    assert!(caught.changes > 0);
+    assert_eq!(readable(&copy, &ids)?, readable(&live, &ids)?);
+    let tx = copy.begin_read()?;
+    assert_eq!(
+        tx.find_by_email(&people[50].email)?.map(|r| r.id),
+        Some(ids[50])
+    );
+    for gone in [ids[0], ids[45]] {
+        assert!(tx.get(gone)?.is_none());
+        assert!(tx.tombstone(gone)?.is_some());
+    }
+    assert!(tx.find_by_email(&people[0].email)?.is_none());
+    drop(tx);
+    let report = copy.verify()?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.keys_not_current.is_empty());
+    assert_eq!(copy.catch_up_from(&live)?.changes, 0);
+
+    // The erasure destroyed the data key in the copy too: the copy's own older backup,
+    // restored with the copy as the key source, cannot give the erased customer back.
+    let (again, restored) = encrypted()
+        .data_keys_from(&copy)
+        .restore_reporting(&stale, dir.path().join("again.redb"))?;
+    assert_eq!(restored.purged, vec![ids[0]]);
+    assert!(again.begin_read()?.get(ids[0])?.is_none());
+    assert!(again.begin_read()?.get(ids[1])?.is_some());
+    Ok(())
+}
+
+#[test]
+fn catch_up_between_encrypted_stores_needs_the_same_store_and_its_master_keys() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (live_path, copy_path) = (dir.path().join("live.redb"), dir.path().join("copy.redb"));
+    let two = || keys(7).with(2, MasterKey::from_bytes(&[8; 32]).unwrap());
+    let live = encrypted().create(&live_path)?;
+    let mut tx = live.begin_write()?;
+    let ada = tx.insert(customerdb::Customer::builder().name("Ada Lovelace"))?;
+    tx.commit()?;
+    let backup = dir.path().join("live.cdbk");
+    live.backup_to(&backup)?;
+    let copy = encrypted()
+        .data_keys_from(&live)
+        .restore_from(&backup, &copy_path)?;
+
+    // Another encrypted store, or a plain one, is not the copy's source, nor the other way.
+    let other = encrypted().in_memory()?;
+    let plain = Store::builder().in_memory()?;
+    for e in [
+        copy.catch_up_from(&other).unwrap_err(),
+        copy.catch_up_from(&plain).unwrap_err(),
+        plain.catch_up_from(&live).unwrap_err(),
+    ] {
+        assert_eq!(key_problem(&e), KeyProblem::OtherStore);
+    }
+
+    // The source moves to master key 2 and gains a customer under it.
+    drop(live);
+    let live = Store::builder()
+        .default_region("GB")
+        .encryption(two())
+        .open(&live_path)?;
+    assert_eq!(live.rotate_keys(100)?, 1);
+    let mut tx = live.begin_write()?;
+    let grace = tx.insert(customerdb::Customer::builder().name("Grace Hopper"))?;
+    tx.commit()?;
+
+    // A copy without key 2, or with another key under id 2, is refused and left as it was.
+    let e = copy.catch_up_from(&live).unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::UnknownKeyId(2));
+    drop(copy);
+    // Key 1 stays current, so opening records no key check of the wrong key 2.
+    let wrong = Keys::new(2, MasterKey::from_bytes(&[9; 32]).unwrap())
+        .with(1, MasterKey::from_bytes(&[7; 32]).unwrap());
+    let copy = Store::builder()
+        .default_region("GB")
+        .encryption(wrong)
+        .open(&copy_path)?;
+    let e = copy.catch_up_from(&live).unwrap_err();
+    assert_eq!(key_problem(&e), KeyProblem::WrongKey(2));
+    assert!(copy.begin_read()?.get(grace)?.is_none());
+    assert!(copy.verify()?.is_clean());
+    drop(copy);
+
+    // With both keys it catches up, and afterwards needs key 2 alone, as the source does.
+    let copy = Store::builder()
+        .default_region("GB")
+        .encryption(two())
+        .open(&copy_path)?;
+    copy.catch_up_from(&live)?;
+    let report = copy.verify()?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.keys_not_current.is_empty() && !report.blind_key_not_current);
+    drop(copy);
+    let only_two = Keys::new(2, MasterKey::from_bytes(&[8; 32]).unwrap());
+    let copy = Store::builder()
+        .default_region("GB")
+        .encryption(only_two)
+        .open(&copy_path)?;
+    let tx = copy.begin_read()?;
+    assert_eq!(
+        tx.get(ada)?.map(|r| r.customer.name),
+        live.begin_read()?.get(ada)?.map(|r| r.customer.name)
+    );
+    assert!(tx.get(grace)?.is_some());
     Ok(())
 }
