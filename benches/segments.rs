@@ -16,7 +16,8 @@
 //!
 //! - **customerdb**: the public query API on a read transaction, `now` fixed with `Query::at`:
 //!   `Query::count` for (a), (b), (c), (e) and `Query::group_by(Field::Country)` for (d). Its
-//!   planner picks the indexes (the metric indexes maintained by `WriteTxn::add_activity`).
+//!   planner picks the indexes (the metric indexes maintained by `WriteTxn::add_activity`, the
+//!   consent index kept from the records' consent events).
 //! - **redb**: a hand-written plan on redb 4, as a competent direct user would write it:
 //!   postcard records (consent events inside, decoded zero-copy) in `TableDefinition<u64,
 //!   &[u8]>`, a `TableDefinition<u64, (orders, spend, last purchase)>` of metrics, and one

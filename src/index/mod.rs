@@ -16,8 +16,8 @@ use crate::crypt::Blinder;
 use crate::dedup::{BlockingRule, MatchRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    AttributeType, AttributeValue, CountryCode, Customer, Email, Metrics, Phone, Record, Schema,
-    Stage,
+    AttributeType, AttributeValue, Channel, ConsentStatus, CountryCode, Customer, Email, Metrics,
+    Phone, Record, Schema, Stage,
 };
 use crate::normalize::{fold_key, name_key, phonetic_keys, postcode_key};
 
@@ -75,16 +75,21 @@ pub enum Index {
     /// `bdi:1815-12-10|a`, `bdp:...`, `fpc:...`), and the family name key with the given
     /// initial (`fi:lovelace|a`). Looked up as stored, without standardising.
     MatchKey,
+    /// The consent in force: for each purpose and channel a customer has consent events for
+    /// (an event for [`crate::Channel::Any`] counts for every channel), the latest of those
+    /// events, granted or withdrawn, and its time. Looked up by purpose; the planner reads it
+    /// for `consent(channel, purpose)` filters.
+    Consent,
     /// A custom attribute declared as indexed.
     Attribute(String),
 }
 
-/// Tag of the first custom-attribute index; built-in indexes use 1 to 22.
+/// Tag of the first custom-attribute index; built-in indexes use 1 to 23.
 pub(crate) const FIRST_ATTRIBUTE_TAG: u16 = 0x0100;
 
 impl Index {
     /// The built-in indexes, in tag order.
-    pub const BUILTIN: [Index; 22] = [
+    pub const BUILTIN: [Index; 23] = [
         Index::Email,
         Index::ExternalId,
         Index::Phone,
@@ -107,6 +112,7 @@ impl Index {
         Index::LastInteraction,
         Index::OpenTickets,
         Index::MatchKey,
+        Index::Consent,
     ];
 
     /// The indexes of the derived metrics, kept from the timeline rather than the record.
@@ -144,6 +150,7 @@ impl Index {
             Index::LastInteraction => "last_interaction",
             Index::OpenTickets => "open_tickets",
             Index::MatchKey => "match_key",
+            Index::Consent => "consent",
             Index::Attribute(name) => name,
         }
     }
@@ -186,6 +193,7 @@ impl Index {
             Index::LastInteraction => 20,
             Index::OpenTickets => 21,
             Index::MatchKey => TAG_MATCH_KEY,
+            Index::Consent => TAG_CONSENT,
             Index::Attribute(name) => {
                 return schema
                     .get(name)
@@ -380,6 +388,7 @@ fn standardise_text(index: &Index, s: &str, region: Option<CountryCode>) -> Resu
         Index::Postcode => vec![postcode_key(s)],
         Index::Stage => vec![s.trim().to_ascii_lowercase()],
         Index::ExternalId | Index::MatchKey => vec![s.to_owned()],
+        Index::Consent => vec![s.trim().to_lowercase()],
         Index::FamilyName | Index::GivenName => vec![name_key(s)],
         _ => vec![fold_key(s)],
     })
@@ -642,6 +651,7 @@ pub(crate) fn entries(rec: &Record, schema: &Schema) -> Entries {
         }
     }
     match_key_postings(id, c, &mut postings);
+    consent_postings(id, c, &mut postings);
     postings.sort_unstable();
     postings.dedup();
     let mut uniques: Vec<UniqueEntry> = c
@@ -707,6 +717,104 @@ pub(crate) fn attribute_postings(
 /// Tag of the match-key index ([`Index::MatchKey`]), kept from the record like tags 1 to 15.
 pub(crate) const TAG_MATCH_KEY: u16 = 22;
 
+/// Tag of the consent index ([`Index::Consent`]), kept from the record's consent events.
+pub(crate) const TAG_CONSENT: u16 = 23;
+
+/// Every channel, in the order of their codes in consent keys.
+const CHANNELS: [Channel; 5] = [
+    Channel::Email,
+    Channel::Sms,
+    Channel::Phone,
+    Channel::Post,
+    Channel::Any,
+];
+
+/// The byte a channel has in consent keys.
+fn channel_code(channel: Channel) -> u8 {
+    match channel {
+        Channel::Email => 0,
+        Channel::Sms => 1,
+        Channel::Phone => 2,
+        Channel::Post => 3,
+        Channel::Any => 4,
+    }
+}
+
+/// `tag ++ purpose ++ channel ++ granted`: the start of the consent keys of one purpose,
+/// channel and status.
+fn consent_head(purpose: &str, channel: Channel, granted: bool) -> Vec<u8> {
+    let mut k = TAG_CONSENT.to_be_bytes().to_vec();
+    key::put_text(&mut k, purpose);
+    k.push(channel_code(channel));
+    key::put_bool(&mut k, granted);
+    k
+}
+
+/// Appends the consent postings ([`Index::Consent`]) of customer `id` holding `c`:
+/// `tag ++ purpose ++ channel ++ granted ++ time ++ id`, one per purpose and channel with events,
+/// for the latest event that counts for the channel (of events at the same time, the later in
+/// the list, as [`Customer::consent`] chooses).
+///
+/// Whether consent is in force at a time `now` follows: if that event is before `now`, it is
+/// the one in force (every other event is earlier). If it is after `now`, an earlier event may
+/// be in force, which only the record tells ([`consent_ranges`]).
+pub(crate) fn consent_postings(id: u64, c: &Customer, out: &mut Vec<Vec<u8>>) {
+    let mut purposes: Vec<&str> = c.consents.iter().map(|e| e.purpose.as_str()).collect();
+    purposes.sort_unstable();
+    purposes.dedup();
+    for purpose in purposes {
+        for channel in CHANNELS {
+            let latest = c
+                .consents
+                .iter()
+                .filter(|e| {
+                    e.purpose == purpose && (e.channel == channel || e.channel == Channel::Any)
+                })
+                .max_by_key(|e| e.at);
+            if let Some(e) = latest {
+                let mut k = consent_head(purpose, channel, e.status == ConsentStatus::Granted);
+                key::put_timestamp(&mut k, e.at);
+                key::put_u64(&mut k, id);
+                out.push(k);
+            }
+        }
+    }
+}
+
+/// The consent postings to read for `consent(channel, purpose)` at `now` (`purpose`
+/// standardised as stored): `certain` lists the customers whose latest event is a grant before
+/// `now`, so consent is in force; `check` lists those whose latest event is at or after `now`
+/// (to the microsecond keys keep), whose records decide. Customers in neither have no event
+/// for the purpose and channel, or withdrew before `now`.
+pub(crate) struct ConsentRanges {
+    pub(crate) certain: KeyRange,
+    pub(crate) check: [KeyRange; 2],
+}
+
+/// [`ConsentRanges`] for `purpose` on `channel` at `now`.
+pub(crate) fn consent_ranges(purpose: &str, channel: Channel, now: DateTime<Utc>) -> ConsentRanges {
+    let split = |granted: bool| {
+        let head = consent_head(purpose, channel, granted);
+        let mut at_now = head.clone();
+        key::put_timestamp(&mut at_now, now);
+        let before = KeyRange {
+            start: head.clone(),
+            end: Some(at_now.clone()),
+        };
+        let after = KeyRange {
+            start: at_now,
+            end: key::prefix_end(&head),
+        };
+        (before, after)
+    };
+    let (certain, granted_later) = split(true);
+    let (_, withdrawn_later) = split(false);
+    ConsentRanges {
+        certain,
+        check: [granted_later, withdrawn_later],
+    }
+}
+
 /// Whether the value counts keep a count per value of index `tag`. Not for indexes whose values
 /// are nearly all distinct: the creation and update times, the purchase and interaction times
 /// (every activity moves them) and the match keys. A count there is almost always 1, costs a
@@ -714,7 +822,7 @@ pub(crate) const TAG_MATCH_KEY: u16 = 22;
 /// spans more values than the planner would sum). The count of customers with any value (the
 /// key of the tag alone) is kept for every index.
 pub(crate) fn counts_values(tag: u16) -> bool {
-    !matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY)
+    !matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY | TAG_CONSENT)
 }
 
 /// Tag of the first metric index; metric tags run from it to 21.
@@ -862,6 +970,53 @@ mod tests {
         let within = |k: &Vec<u8>| *k >= r.start && r.end.as_ref().is_none_or(|e| k < e);
         assert!(within(&inside));
         assert!(!within(&outside));
+    }
+
+    /// The consent postings hold the latest event per purpose and channel (an `any` event
+    /// counting for every channel), and the ranges split them at `now`: a grant before it is
+    /// certain, an event at or after it is left to the record.
+    #[test]
+    fn consent_postings_keep_the_latest_event_and_ranges_split_at_now() {
+        use crate::model::Consent;
+        let t = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let event = |channel, granted, at| {
+            let status = if granted {
+                ConsentStatus::Granted
+            } else {
+                ConsentStatus::Withdrawn
+            };
+            Consent::new("marketing", channel, status, at, "web")
+        };
+        let c = Customer::builder()
+            .name("Ada")
+            .consent(event(Channel::Email, true, t(0)))
+            .consent(event(Channel::Any, false, t(10)))
+            .consent(event(Channel::Sms, true, t(20)))
+            .build()
+            .unwrap();
+        let mut keys = Vec::new();
+        consent_postings(7, &c, &mut keys);
+        // Email, phone, post and any: the `any` withdrawal; sms: its later grant.
+        assert_eq!(keys.len(), 5);
+        let in_range = |r: &KeyRange, k: &Vec<u8>| {
+            k.as_slice() >= r.start.as_slice() && r.end.as_ref().is_none_or(|e| k < e)
+        };
+        let count = |r: &KeyRange| keys.iter().filter(|k| in_range(r, k)).count();
+        let sms = consent_ranges("marketing", Channel::Sms, t(30));
+        assert_eq!((count(&sms.certain), count(&sms.check[0])), (1, 0));
+        let sms_early = consent_ranges("marketing", Channel::Sms, t(20));
+        assert_eq!(
+            (count(&sms_early.certain), count(&sms_early.check[0])),
+            (0, 1)
+        );
+        let email = consent_ranges("marketing", Channel::Email, t(30));
+        assert_eq!(count(&email.certain), 0);
+        assert_eq!((count(&email.check[0]), count(&email.check[1])), (0, 0));
+        let email_early = consent_ranges("marketing", Channel::Email, t(5));
+        assert_eq!(
+            (count(&email_early.certain), count(&email_early.check[1])),
+            (0, 1)
+        );
     }
 
     #[test]

@@ -18,22 +18,37 @@ use crate::store::{Read, ReadTxn, WriteTxn};
 mod sealed {
     use crate::error::Result;
     use crate::index::{Index, Scan};
+    use crate::model::{CustomerId, Metrics};
+    use crate::store::Ids;
 
     pub trait Sealed {
         /// The postings a scan reads, from the store's value counts; `None` if unknown or past
         /// `cap` values (see `store::read::counted`).
         fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>>;
+        /// Feeds `f` the ids `ids` reads, as read (see `store::read::for_each_id`).
+        fn for_each_id(&self, ids: &Ids<'_>, f: &mut dyn FnMut(u64, bool)) -> Result<()>;
+        /// The metrics of a customer known to exist (see `store::stored_metrics`).
+        fn stored_metrics(&self, id: CustomerId) -> Result<Metrics>;
     }
-    impl Sealed for crate::store::ReadTxn {
-        fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>> {
-            crate::store::counted(self, index, scan, cap)
-        }
+
+    /// Implements `Sealed` for a transaction type by the store's shared functions.
+    macro_rules! sealed_for {
+        ($t:ty) => {
+            impl Sealed for $t {
+                fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>> {
+                    crate::store::counted(self, index, scan, cap)
+                }
+                fn for_each_id(&self, ids: &Ids<'_>, f: &mut dyn FnMut(u64, bool)) -> Result<()> {
+                    crate::store::for_each_id(self, ids, f)
+                }
+                fn stored_metrics(&self, id: CustomerId) -> Result<Metrics> {
+                    crate::store::stored_metrics(self, id)
+                }
+            }
+        };
     }
-    impl Sealed for crate::store::WriteTxn {
-        fn counted(&self, index: &Index, scan: &Scan, cap: usize) -> Result<Option<u64>> {
-            crate::store::counted(self, index, scan, cap)
-        }
-    }
+    sealed_for!(crate::store::ReadTxn);
+    sealed_for!(crate::store::WriteTxn);
 }
 
 /// A transaction a query can run in: [`ReadTxn`] (a snapshot) or [`WriteTxn`] (which sees

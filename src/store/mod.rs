@@ -38,10 +38,11 @@ pub use history::{Change, FieldChange, Json, Operation};
 pub use privacy::{
     AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport, Suppress, Tombstone,
 };
-pub(crate) use read::counted;
 pub use read::{ChangeFeed, Customers, Read, ReadTxn};
+pub(crate) use read::{Ids, counted, for_each_id};
 pub use segments::SegmentChanges;
 pub use subscribe::{Notification, Subscription};
+pub(crate) use timeline::stored_metrics;
 pub use timeline::{ActivityQuery, Compaction};
 pub use verify::{Problem, VerifyReport};
 pub use write::{UniqueKey, Upsert, WriteTxn};
@@ -149,6 +150,9 @@ pub(crate) const VALUE_COUNTS_RULES: u8 = 2;
 /// customer's entries. A store written before that index existed lacks it, and gets the index
 /// built when next opened.
 pub(crate) const META_MATCH_KEYS: &str = "match_key_index";
+/// Meta key present once the consent index ([`crate::Index::Consent`]) holds every customer's
+/// entries; a store written before that index existed gets it built when next opened.
+pub(crate) const META_CONSENT_INDEX: &str = "consent_index";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
@@ -460,6 +464,8 @@ fn initialise(
                     .map_err(storage)?;
                 meta.insert(META_MATCH_KEYS, [1u8].as_slice())
                     .map_err(storage)?;
+                meta.insert(META_CONSENT_INDEX, [1u8].as_slice())
+                    .map_err(storage)?;
             }
             Some([v]) if *v == codec::FORMAT_VERSION => {}
             Some([v]) => {
@@ -481,6 +487,12 @@ fn initialise(
             // The build wrote postings directly, without counting them.
             recount = true;
         }
+        if meta.get(META_CONSENT_INDEX).map_err(storage)?.is_none() {
+            build_postings(&txn, crypt.as_deref(), crate::index::consent_postings)?;
+            meta.insert(META_CONSENT_INDEX, [1u8].as_slice())
+                .map_err(storage)?;
+            recount = true;
+        }
         if recount {
             let postings = txn.open_table(POSTINGS).map_err(storage)?;
             let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
@@ -494,11 +506,23 @@ fn initialise(
 }
 
 /// Adds every stored customer's match-key postings ([`crate::Index::MatchKey`]), for a store
-/// written before that index existed. Postings are written a batch of customers at a time,
-/// sorted, so that the build costs about what loading the index with the customers would.
+/// written before that index existed.
 fn build_match_keys(txn: &redb::WriteTransaction) -> Result<()> {
+    build_postings(txn, None, crate::index::match_key_postings)
+}
+
+/// Adds every stored customer's postings of one index that `add` computes from the record, for
+/// a store written before that index existed; records are opened with `crypt` in an encrypted
+/// store. Postings are written a batch of customers at a time, sorted, so that the build costs
+/// about what loading the index with the customers would.
+fn build_postings(
+    txn: &redb::WriteTransaction,
+    crypt: Option<&crypt::Crypt>,
+    add: fn(u64, &crate::model::Customer, &mut Vec<Vec<u8>>),
+) -> Result<()> {
     const BATCH: usize = 50_000;
     let customers = txn.open_table(CUSTOMERS).map_err(storage)?;
+    let data_keys = txn.open_table(crypt::CUSTOMER_KEYS).map_err(storage)?;
     let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
     let mut keys = Vec::new();
     let mut write = |keys: &mut Vec<Vec<u8>>| -> Result<()> {
@@ -511,10 +535,10 @@ fn build_match_keys(txn: &redb::WriteTransaction) -> Result<()> {
     for (n, item) in customers.iter().map_err(storage)?.enumerate() {
         let (k, v) = item.map_err(storage)?;
         // A record that does not decode has no entries to build; verify() reports it.
-        let Ok(rec) = read::decode_record(k.value(), v.value()) else {
+        let Ok(rec) = crypt::decode_stored(crypt, Some(&data_keys), k.value(), v.value()) else {
             continue;
         };
-        crate::index::match_key_postings(rec.id.as_u64(), &rec.customer, &mut keys);
+        add(rec.id.as_u64(), &rec.customer, &mut keys);
         if (n + 1) % BATCH == 0 {
             write(&mut keys)?;
         }
@@ -782,6 +806,39 @@ mod tests {
     use super::*;
     use crate::{Customer, Read};
 
+    /// A store at `path` holding `customer`, made to look written before the index of `tag`
+    /// existed (no postings of it, no meta `marker`), reopened, and verified clean.
+    fn reopened_without(
+        path: &std::path::Path,
+        customer: impl crate::IntoCustomer,
+        tag: u16,
+        marker: &str,
+    ) -> Store {
+        {
+            let store = Store::create(path).unwrap();
+            let mut tx = store.begin_write().unwrap();
+            tx.insert(customer).unwrap();
+            tx.commit().unwrap();
+        }
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut postings = txn.open_table(POSTINGS).unwrap();
+            let (start, end) = (tag.to_be_bytes(), (tag + 1).to_be_bytes());
+            postings
+                .retain_in(start.as_slice()..end.as_slice(), |_, ()| false)
+                .unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(marker).unwrap();
+        }
+        txn.commit().unwrap();
+        drop(db);
+        let store = Store::open(path).unwrap();
+        let report = store.verify().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        store
+    }
+
     /// A store written before the match-key index existed (no postings of it, no marker) gets
     /// the index built when opened, and then verifies clean and matches by it.
     #[test]
@@ -795,30 +852,7 @@ mod tests {
                 .build()
                 .unwrap()
         };
-        {
-            let store = Store::create(&path).unwrap();
-            let mut tx = store.begin_write().unwrap();
-            tx.insert(ada()).unwrap();
-            tx.commit().unwrap();
-        }
-        {
-            let db = redb::Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut postings = txn.open_table(POSTINGS).unwrap();
-                let tag = crate::index::TAG_MATCH_KEY.to_be_bytes();
-                let end = (crate::index::TAG_MATCH_KEY + 1).to_be_bytes();
-                postings
-                    .retain_in(tag.as_slice()..end.as_slice(), |_, ()| false)
-                    .unwrap();
-                let mut meta = txn.open_table(META).unwrap();
-                meta.remove(META_MATCH_KEYS).unwrap();
-            }
-            txn.commit().unwrap();
-        }
-        let store = Store::open(&path).unwrap();
-        let report = store.verify().unwrap();
-        assert!(report.is_clean(), "{:?}", report.problems);
+        let store = reopened_without(&path, ada(), crate::index::TAG_MATCH_KEY, META_MATCH_KEYS);
         let tx = store.begin_read().unwrap();
         assert_eq!(
             tx.ids(&crate::Index::MatchKey, &crate::Scan::eq("gf:ada|lovelace"))
@@ -827,5 +861,29 @@ mod tests {
             1
         );
         assert_eq!(tx.duplicates_of(&ada(), 0.0).unwrap().len(), 1);
+    }
+
+    /// A store written before the consent index existed gets it built when opened: it then
+    /// verifies clean, and consent segments (planned on the index) find the customer.
+    #[test]
+    fn consent_index_is_built_for_an_older_store() {
+        use crate::query::{Filter, Query};
+        use crate::{Channel, Consent, ConsentStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.cdb");
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let granted = Consent::new("Marketing", Channel::Any, ConsentStatus::Granted, at, "web");
+        let ada = Customer::builder().name("Ada Lovelace").consent(granted);
+        let store = reopened_without(&path, ada, crate::index::TAG_CONSENT, META_CONSENT_INDEX);
+        let tx = store.begin_read().unwrap();
+        let q = Query::filter(Filter::consent(Channel::Email, "marketing"))
+            .at(at + chrono::TimeDelta::days(1));
+        assert_eq!(q.count(&tx).unwrap(), 1);
+        assert!(
+            q.explain(&tx)
+                .unwrap()
+                .to_string()
+                .contains("index consent")
+        );
     }
 }

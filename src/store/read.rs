@@ -389,20 +389,67 @@ fn by_unique(b: &impl Backend, key: &[u8]) -> Result<Option<Record>> {
 }
 
 pub(crate) fn ids(b: &impl Backend, index: &Index, scan: &Scan) -> Result<Vec<CustomerId>> {
-    let schema = b.schema()?;
-    let ranges = index::key_ranges(index, scan, &schema, b.region(), b.blinder())?;
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    let single = ranges.len() == 1 && matches!(scan, Scan::Eq(_));
-    for r in &ranges {
-        b.scan_ids(index.is_unique(), r, &mut |id| {
-            // One equality range yields each id once already; others may repeat an id.
-            if single || seen.insert(id) {
-                out.push(CustomerId::from_u64(id));
-            }
-        })?;
-    }
+    for_each_id(b, &Ids::Scan(index, scan), &mut |id, single| {
+        // One equality range yields each id once already; others may repeat an id.
+        if single || seen.insert(id) {
+            out.push(CustomerId::from_u64(id));
+        }
+    })?;
     Ok(out)
+}
+
+/// What [`for_each_id`] reads, and what the flag it feeds with each id means. (`pub` but not
+/// exported: the query module's sealed transaction trait names it.)
+pub enum Ids<'a> {
+    /// A scan of an index. The flag: whether the scan is one equality range, whose ids come
+    /// once each and in id order. Otherwise an id may come more than once (a customer with
+    /// several values in the scan) and out of order.
+    Scan(&'a Index, &'a Scan),
+    /// The customers the consent index ([`Index::Consent`]) lists for
+    /// `consent(channel, purpose)` at `now` (see [`index::consent_ranges`]). The flag: whether
+    /// consent is certainly in force; if not, the record must decide. Customers not fed have
+    /// no consent in force.
+    Consent {
+        /// The purpose, standardised as stored.
+        purpose: &'a str,
+        /// The channel asked about.
+        channel: crate::model::Channel,
+        /// When consent must be in force.
+        now: DateTime<Utc>,
+    },
+}
+
+/// Feeds `f` every id `ids` reads, in key order, with its flag. Nothing is collected: callers
+/// keep only what they need.
+pub(crate) fn for_each_id(
+    b: &impl Backend,
+    ids: &Ids<'_>,
+    f: &mut dyn FnMut(u64, bool),
+) -> Result<()> {
+    match ids {
+        Ids::Scan(index, scan) => {
+            let schema = b.schema()?;
+            let ranges = index::key_ranges(index, scan, &schema, b.region(), b.blinder())?;
+            let single = ranges.len() == 1 && matches!(scan, Scan::Eq(_));
+            for r in &ranges {
+                b.scan_ids(index.is_unique(), r, &mut |id| f(id, single))?;
+            }
+        }
+        Ids::Consent {
+            purpose,
+            channel,
+            now,
+        } => {
+            let ranges = index::consent_ranges(purpose, *channel, *now);
+            b.scan_ids(false, &ranges.certain, &mut |id| f(id, true))?;
+            for r in &ranges.check {
+                b.scan_ids(false, r, &mut |id| f(id, false))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn scan(b: &impl Backend, index: &Index, scan: &Scan) -> Result<Vec<Record>> {

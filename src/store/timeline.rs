@@ -589,6 +589,13 @@ pub(crate) fn activity(b: &impl Backend, id: ActivityId) -> Result<Option<Activi
 
 pub(crate) fn metrics(b: &impl Backend, customer: CustomerId) -> Result<Metrics> {
     require_customer(b, customer)?;
+    stored_metrics(b, customer)
+}
+
+/// The metrics stored for `customer`, or the defaults if none are, without checking that the
+/// customer exists: for ids the caller read from an index (a planner's candidates), which
+/// name stored customers, this saves a lookup per customer.
+pub(crate) fn stored_metrics(b: &impl Backend, customer: CustomerId) -> Result<Metrics> {
     match b.get_raw(Table::Metrics, &be(customer.as_u64()))? {
         Some(bytes) => Ok(decode_metrics(&bytes)?.metrics),
         None => Ok(Metrics::default()),

@@ -1131,6 +1131,81 @@ fn segments_match_records_as_queries_find_them() -> Result<()> {
     Ok(())
 }
 
+/// The consent index answers for customers whose latest event is before `now`; those with an
+/// event at or after it (dated ahead, or the query looking back) are decided by their records,
+/// so each query time gives the event then in force, alone and inside an intersection, and in
+/// a write transaction that has just changed the events.
+#[test]
+fn consent_segments_use_the_index_and_the_event_in_force_at_any_time() -> Result<()> {
+    let store = Store::in_memory()?;
+    let mut tx = store.begin_write()?;
+    let day = |d: i64| now() + TimeDelta::days(d);
+    let event = |channel, granted, d| {
+        let status = if granted {
+            ConsentStatus::Granted
+        } else {
+            ConsentStatus::Withdrawn
+        };
+        Consent::new("marketing", channel, status, day(d), "web")
+    };
+    // (events, consented at now - 20d, now, now + 20d)
+    let people: [(Vec<Consent>, [bool; 3]); 5] = [
+        (vec![event(Channel::Email, true, -30)], [true, true, true]),
+        (
+            vec![
+                event(Channel::Email, true, -30),
+                event(Channel::Email, false, 10),
+            ],
+            [true, true, false],
+        ),
+        (
+            vec![
+                event(Channel::Email, false, -30),
+                event(Channel::Any, true, -10),
+            ],
+            [false, true, true],
+        ),
+        (vec![event(Channel::Email, true, 0)], [false, true, true]),
+        (vec![event(Channel::Sms, true, -30)], [false, false, false]),
+    ];
+    let mut ids = Vec::new();
+    for (i, (events, _)) in people.iter().enumerate() {
+        let mut b = Customer::builder().name(GIVENS[i]).tag("vip");
+        for e in events {
+            b = b.consent(e.clone());
+        }
+        ids.push(tx.insert(b)?);
+    }
+    tx.insert(Customer::builder().name("Bob").tag("vip"))?;
+    tx.commit()?;
+    let tx = store.begin_read()?;
+    for (k, at) in [day(-20), now(), day(20)].into_iter().enumerate() {
+        let expected: Vec<CustomerId> = ids
+            .iter()
+            .zip(&people)
+            .filter(|(_, (_, when))| when[k])
+            .map(|(id, _)| *id)
+            .collect();
+        let alone = Query::filter(Filter::consent(Channel::Email, "Marketing")).at(at);
+        let both =
+            Query::filter(Field::Tag.eq("vip") & Filter::consent(Channel::Email, "marketing"))
+                .at(at);
+        for q in [&alone, &both] {
+            assert_eq!(q.ids(&tx)?, expected, "at {at}");
+            let plan = q.explain(&tx)?.to_string();
+            assert!(plan.contains("index consent"), "{plan}");
+        }
+    }
+    // A withdrawal dated now takes effect for a query at now, in the transaction that wrote it.
+    let mut tx = store.begin_write()?;
+    let mut first = tx.get(ids[0])?.unwrap().customer;
+    first.consents.push(event(Channel::Email, false, 0));
+    tx.update(ids[0], first)?;
+    let q = Query::filter(Filter::consent(Channel::Email, "marketing")).at(now());
+    assert!(!q.ids(&tx)?.contains(&ids[0]));
+    Ok(())
+}
+
 #[test]
 fn planner_reads_indexes_for_selective_tests_and_scans_for_fuzzy_ones() -> Result<()> {
     let store = sample_store(200)?;
