@@ -335,6 +335,17 @@ impl WriteTxn {
     /// written then.
     pub fn insert(&mut self, customer: impl IntoCustomer) -> Result<CustomerId> {
         let customer = customer.into_customer(self.region)?;
+        let fields = inserted_fields(&customer);
+        self.insert_standardised(customer, fields)
+    }
+
+    /// [`WriteTxn::insert`] of a standardised customer whose history field changes
+    /// ([`inserted_fields`]) are already computed, perhaps on another thread.
+    pub(super) fn insert_standardised(
+        &mut self,
+        customer: Customer,
+        fields: Result<Vec<FieldChange>>,
+    ) -> Result<CustomerId> {
         self.check_suppressed(&customer)?;
         let schema = self.schema_arc()?;
         schema.check(&customer.attributes)?;
@@ -350,10 +361,7 @@ impl WriteTxn {
         let new = self.entries(&rec, &schema);
         self.check_uniques(id, &new, None)?;
         let bytes = self.encode_record(&rec)?;
-        let changed = history::diff_texts(
-            &history::FieldTexts::new(),
-            &history::field_texts(&rec.customer)?,
-        );
+        let changed = fields?;
         self.next_id.take();
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
         self.log(now, Some(id), Operation::Insert, changed);
@@ -995,6 +1003,15 @@ impl Backend for WriteTxn {
 }
 
 impl_read!(WriteTxn);
+
+/// The history field changes of inserting `customer`: every field it has, from nothing. They
+/// depend on nothing but the customer, so a bulk insert computes them with the standardising.
+pub(super) fn inserted_fields(customer: &Customer) -> Result<Vec<FieldChange>> {
+    Ok(history::diff_texts(
+        &history::FieldTexts::new(),
+        &history::field_texts(customer)?,
+    ))
+}
 
 /// Stages the posting changes from `old` to `new`: both sorted, so they are walked together and
 /// only what differs is staged.
