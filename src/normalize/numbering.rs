@@ -316,6 +316,35 @@ mod tests {
         assert!(!is_valid(385, "123456780"));
     }
 
+    /// The region hint for `+` numbers is the region the parser would pick itself, for
+    /// every example number of the metadata (the parser's own lookup is the crate's).
+    #[test]
+    fn the_international_region_hint_is_the_parsers_own_choice() {
+        let db: &'static phonenumber::metadata::Database = &DATABASE;
+        let mut checked = 0;
+        for meta in db.iter() {
+            let d = meta.descriptors();
+            let examples = [Some(d.general()), d.fixed_line(), d.mobile(), d.toll_free()];
+            for example in examples
+                .into_iter()
+                .flatten()
+                .filter_map(Descriptor::example)
+            {
+                let digits = format!("{}{example}", meta.country_code());
+                let Ok(number) = phonenumber::parse(None, format!("+{digits}")) else {
+                    continue;
+                };
+                let crates = number.metadata(db).map(Metadata::id);
+                let ours = region_of_international(&digits);
+                if let (Some(crates), Some(ours)) = (crates, ours) {
+                    assert_eq!(ours.as_ref(), crates, "+{digits}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 500, "only {checked} examples compared");
+    }
+
     #[test]
     fn release_forgets_and_recompiles() {
         assert!(is_valid(49, "30123456"));

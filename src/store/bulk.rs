@@ -60,7 +60,7 @@ impl WriteTxn {
             .map_or(1, NonZeroUsize::get)
             .saturating_sub(1)
             .min(chunks.len());
-        if threads == 0 {
+        if threads == 0 || chunks.len() == 1 {
             for c in chunks.into_iter().flatten() {
                 ids.push(self.insert(c)?);
             }

@@ -118,18 +118,21 @@ impl PostingLog {
     }
 
     fn push(&mut self, key: &[u8], insert: bool) {
+        // Keys are index values of bounded length and the log is applied at
+        // `FLUSH_THRESHOLD` changes, far below either bound.
+        debug_assert!(key.len() < u32::MAX as usize && self.ops.len() < u32::MAX as usize);
         self.ops.push(PostingOp {
             start: self.keys.len(),
-            len: u32::try_from(key.len()).unwrap_or(u32::MAX),
-            order: u32::try_from(self.ops.len()).unwrap_or(u32::MAX),
+            len: key.len() as u32,
+            order: self.ops.len() as u32,
             insert,
         });
         self.keys.extend_from_slice(key);
     }
 
+    /// The key of `op`, which `push` made from this log: always in bounds.
     fn key(&self, op: PostingOp) -> &[u8] {
-        let end = op.start.saturating_add(op.len as usize);
-        self.keys.get(op.start..end).unwrap_or_default()
+        &self.keys[op.start..op.start + op.len as usize]
     }
 
     /// The changes that stand, in key order: of several to one key, the last made.

@@ -419,10 +419,14 @@ fn insert_many_equals_inserting_one_by_one_and_stops_at_the_first_refusal() -> R
         assert_eq!(x.customer, y.customer);
     }
     assert!(many.verify()?.is_clean());
-    assert_eq!(
-        b.changes(0, usize::MAX)?.len(),
-        a.changes(0, usize::MAX)?.len()
-    );
+    // The same history, but for the times (two stores, two clocks).
+    let without_time = |r: &customerdb::ReadTxn| -> Result<Vec<_>> {
+        Ok(r.changes(0, usize::MAX)?
+            .into_iter()
+            .map(|c| (c.seq, c.customer, c.operation, c.actor, c.fields))
+            .collect())
+    };
+    assert_eq!(without_time(&b)?, without_time(&a)?);
 
     // A refused customer in the middle: the error is its error, the ones before it stay
     // staged and none after it is inserted.
