@@ -1,4 +1,4 @@
-//! Bulk insertion: standardisation on the other cores, writes in order on the caller's thread.
+//! Bulk insertion: standardisation on every core, writes in order on the caller's thread.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
@@ -20,10 +20,10 @@ impl WriteTxn {
     /// Inserts many customers, in order, and returns their ids in the same order.
     ///
     /// Standardising a customer (parsing phone numbers with libphonenumber's patterns above
-    /// all) and describing it for the history cost about half as much as writing it. Here they
-    /// run on every core but one, while this thread writes the customers
-    /// already standardised, in their order: the ids, the history and every check are those of calling
-    /// [`WriteTxn::insert`] on each in turn.
+    /// all) and describing it for the history cost more than staging its writes. Here they
+    /// run on as many threads as the machine has cores, while this thread stages the
+    /// customers already standardised, in their order: the ids, the history and every check
+    /// are those of calling [`WriteTxn::insert`] on each in turn.
     ///
     /// ```
     /// use customerdb::{Customer, Read, Store};
@@ -55,12 +55,12 @@ impl WriteTxn {
             }
         }
         let mut ids = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        // One core is this thread's, writing; the others standardise.
+        // A worker per core: this thread mostly waits for them while it stages (standardising
+        // costs more than staging), and the flush at commit runs after they are done.
         let threads = std::thread::available_parallelism()
             .map_or(1, NonZeroUsize::get)
-            .saturating_sub(1)
             .min(chunks.len());
-        if threads == 0 || chunks.len() == 1 {
+        if threads <= 1 {
             for c in chunks.into_iter().flatten() {
                 ids.push(self.insert(c)?);
             }
