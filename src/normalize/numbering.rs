@@ -345,6 +345,24 @@ mod tests {
         assert!(checked > 500, "only {checked} examples compared");
     }
 
+    /// The crate's own regex is only a fallback for a pattern that does not compile here,
+    /// where its leftmost-first `find` is not quite a whole-number match: none may need it.
+    #[test]
+    fn every_pattern_of_the_metadata_compiles_anchored() {
+        let db: &'static phonenumber::metadata::Database = &DATABASE;
+        for meta in db.iter() {
+            let r = Region::compile(meta);
+            let patterns = [Some(&r.general), r.fixed_line.as_ref(), r.mobile.as_ref()];
+            let all = patterns
+                .into_iter()
+                .flatten()
+                .chain(r.special.iter().map(|(p, _)| p));
+            assert!(all.into_iter().all(|p| p.own.is_some()), "{}", meta.id());
+            assert_eq!(r.leading.is_some(), meta.leading_digits().is_some());
+            assert_eq!(r.idd.is_some(), meta.international_prefix().is_some());
+        }
+    }
+
     #[test]
     fn release_forgets_and_recompiles() {
         assert!(is_valid(49, "30123456"));
