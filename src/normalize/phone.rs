@@ -266,20 +266,16 @@ fn valid_type(number: &PhoneNumber) -> Option<(Type, Option<&'static Metadata>)>
     // The plan is read without the national number's leading zeros, but E.164 writes them
     // back: with zeros, only a number valid *with* them may pass, or `+46 0 69696694` would
     // be stored and read back as another number.
-    let with_zeros = (national.zeros() > 0).then(|| national.to_string());
-    if with_zeros
-        .as_deref()
-        .is_some_and(|n| !numbering::is_valid(code, n))
-    {
+    let has_zeros = national.zeros() > 0;
+    if has_zeros && !numbering::is_valid(code, &national.to_string()) {
         return None;
     }
     let plain = national.value().to_string();
     let meta = numbering::source(code, &plain);
     match meta.map_or(Type::Unknown, |m| numbering::number_type(m, &plain)) {
-        Type::Unknown => {
-            let whole = with_zeros.as_deref().unwrap_or(&plain);
-            numbering::is_valid(code, whole).then_some((Type::Unknown, meta))
-        }
+        // Without zeros, an unknown type is what `is_valid` of the same number would read
+        // again; with them, the number was found valid above: valid, of no known type.
+        Type::Unknown => has_zeros.then_some((Type::Unknown, meta)),
         t => Some((t, meta)),
     }
 }
