@@ -182,11 +182,7 @@ impl ReadTxn {
             Ok(())
         })?;
         section(&mut w, "postings", &mut |f| {
-            for item in self.raw_postings()?.iter().map_err(storage)? {
-                let (k, _) = item.map_err(storage)?;
-                f(k.value(), &[])?;
-            }
-            Ok(())
+            super::postings::for_each_key(self.raw_postings()?, &mut |k| f(k, &[]))
         })?;
         section(&mut w, "uniques", &mut |f| {
             for item in self.raw_uniques()?.iter().map_err(storage)? {
@@ -303,6 +299,26 @@ fn id_of(k: &[u8]) -> Result<u64> {
     ))
 }
 
+/// How many posting keys a restore gathers before writing them.
+const RESTORE_BATCH: usize = 100_000;
+
+/// Writes the posting keys in `keys` (a backup's, one per posting) into the store's runs, and
+/// empties `keys`.
+fn restore_postings(txn: &redb::WriteTransaction, keys: &mut Vec<Vec<u8>>) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    if keys.iter().any(|k| k.len() < 10) {
+        return Err(corrupt("a posting key is too short"));
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let mut t = txn.open_table(POSTINGS).map_err(storage)?;
+    super::postings::insert_sorted(&mut t, keys)?;
+    keys.clear();
+    Ok(())
+}
+
 /// Writes the tables of the checked backup `body` into the empty database `db`; returns the
 /// backup's sequence number.
 fn load(body: &mut Body<impl std::io::Read>, db: &redb::Database) -> Result<u64> {
@@ -335,6 +351,7 @@ fn load(body: &mut Body<impl std::io::Read>, db: &redb::Database) -> Result<u64>
             return Err(corrupt("an unknown or repeated table"));
         }
         let mut count = 0u64;
+        let mut pending = Vec::new();
         while body.byte()? == 1 {
             let k = body.sized()?;
             let v = body.sized()?;
@@ -348,10 +365,10 @@ fn load(body: &mut Body<impl std::io::Read>, db: &redb::Database) -> Result<u64>
                         .map_err(storage)?;
                 }
                 "postings" => {
-                    txn.open_table(POSTINGS)
-                        .map_err(storage)?
-                        .insert(k.as_slice(), ())
-                        .map_err(storage)?;
+                    pending.push(k);
+                    if pending.len() == RESTORE_BATCH {
+                        restore_postings(&txn, &mut pending)?;
+                    }
                 }
                 "uniques" => {
                     let id = id_of(&v)?;
@@ -380,6 +397,7 @@ fn load(body: &mut Body<impl std::io::Read>, db: &redb::Database) -> Result<u64>
                 }
             }
         }
+        restore_postings(&txn, &mut pending)?;
         if body.u64()? != count {
             return Err(corrupt("a table's entry count does not match"));
         }
@@ -756,6 +774,13 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
     {
         let mut customers = w.open_table(CUSTOMERS).map_err(storage)?;
         let mut postings = w.open_table(POSTINGS).map_err(storage)?;
+        let (mut gone, mut added): (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
+        let mut apply = |keys: &mut Vec<Vec<u8>>, insert: bool| -> Result<()> {
+            keys.sort_unstable();
+            keys.dedup();
+            let ops = keys.iter().map(|k| (k.as_slice(), insert));
+            super::postings::apply(&mut postings, ops, &mut |_, _| Ok(()))
+        };
         let mut uniques = w.open_table(UNIQUES).map_err(storage)?;
         let mut metrics = w.open_table(Table::Metrics.def()).map_err(storage)?;
         let mut activities = w.open_table(Table::Activities.def()).map_err(storage)?;
@@ -770,9 +795,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
             customers.remove(id).map_err(storage)?;
             metrics.remove(key.as_slice()).map_err(storage)?;
             if !schema_changed {
-                for p in &ours.entries.postings {
-                    postings.remove(p.as_slice()).map_err(storage)?;
-                }
+                gone.extend(ours.entries.postings.iter().cloned());
                 for u in &ours.entries.uniques {
                     let held = uniques
                         .get(u.key.as_slice())
@@ -796,6 +819,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
                 customer_history.remove(k.as_slice()).map_err(storage)?;
             }
         }
+        apply(&mut gone, false)?;
         let src_history = src.raw_table(Table::History)?;
         for (id, _, theirs) in &pairs {
             let key = id.to_be_bytes();
@@ -808,9 +832,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
                     .map_err(storage)?;
             }
             if !schema_changed {
-                for p in &theirs.entries.postings {
-                    postings.insert(p.as_slice(), ()).map_err(storage)?;
-                }
+                added.extend(theirs.entries.postings.iter().cloned());
                 for u in &theirs.entries.uniques {
                     uniques.insert(u.key.as_slice(), id).map_err(storage)?;
                 }
@@ -838,6 +860,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
                     .map_err(storage)?;
             }
         }
+        apply(&mut added, true)?;
         // Changes about no customer (schema declarations) in the feed's new range.
         let start = (from + 1).to_be_bytes();
         for item in src_history

@@ -777,7 +777,7 @@ fn purge(txn: &redb::WriteTransaction, gone: &BTreeSet<u64>, now: DateTime<Utc>)
         .retain(|id, _| !gone.contains(&id))
         .map_err(storage)?;
     let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
-    postings.retain(|k, ()| !has(tail_id(k))).map_err(storage)?;
+    super::postings::remove_ids(&mut postings, &|id| gone.contains(&id))?;
     txn.open_table(UNIQUES)
         .map_err(storage)?
         .retain(|_, id| !gone.contains(&id))

@@ -11,6 +11,7 @@ pub(crate) mod crypt;
 mod dedup;
 mod history;
 mod key_cache;
+mod postings;
 mod privacy;
 mod read;
 mod segments;
@@ -49,8 +50,7 @@ pub use write::{UniqueKey, Upsert, WriteTxn};
 
 /// Records by id: `u64 -> codec(Record)`.
 pub(crate) const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
-/// Non-unique index entries: `tag ++ value ++ id -> ()`.
-pub(crate) const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+pub(crate) use postings::POSTINGS;
 /// Unique index entries: `tag ++ value -> id`.
 pub(crate) const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("uniques");
 /// Store-wide values: format version, next id, schema.
@@ -153,6 +153,9 @@ pub(crate) const META_MATCH_KEYS: &str = "match_key_index";
 /// Meta key present once the consent index ([`crate::Index::Consent`]) holds every customer's
 /// entries; a store written before that index existed gets it built when next opened.
 pub(crate) const META_CONSENT_INDEX: &str = "consent_index";
+/// Present once the postings are kept as runs of ids per value ([`postings`]); a store without
+/// it has the older one-key-per-posting table, moved into runs when opened.
+pub(crate) const META_POSTING_LISTS: &str = "posting_lists";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
@@ -466,6 +469,8 @@ fn initialise(
                     .map_err(storage)?;
                 meta.insert(META_CONSENT_INDEX, [1u8].as_slice())
                     .map_err(storage)?;
+                meta.insert(META_POSTING_LISTS, [1u8].as_slice())
+                    .map_err(storage)?;
             }
             Some([v]) if *v == codec::FORMAT_VERSION => {}
             Some([v]) => {
@@ -475,6 +480,12 @@ fn initialise(
                 }));
             }
             Some(_) => return Err(Error::corrupted("format version", "not one byte")),
+        }
+        // The layout of the postings first: the index builds below write the new one.
+        if meta.get(META_POSTING_LISTS).map_err(storage)?.is_none() {
+            postings::migrate(&txn)?;
+            meta.insert(META_POSTING_LISTS, [1u8].as_slice())
+                .map_err(storage)?;
         }
         let mut recount = meta
             .get(META_VALUE_COUNTS)
@@ -527,9 +538,9 @@ fn build_postings(
     let mut keys = Vec::new();
     let mut write = |keys: &mut Vec<Vec<u8>>| -> Result<()> {
         keys.sort_unstable();
-        for k in keys.drain(..) {
-            postings.insert(k.as_slice(), ()).map_err(storage)?;
-        }
+        keys.dedup();
+        postings::insert_sorted(&mut postings, keys)?;
+        keys.clear();
         Ok(())
     };
     for (n, item) in customers.iter().map_err(storage)?.enumerate() {
@@ -826,7 +837,7 @@ mod tests {
             let mut postings = txn.open_table(POSTINGS).unwrap();
             let (start, end) = (tag.to_be_bytes(), (tag + 1).to_be_bytes());
             postings
-                .retain_in(start.as_slice()..end.as_slice(), |_, ()| false)
+                .retain_in(start.as_slice()..end.as_slice(), |_, _| false)
                 .unwrap();
             let mut meta = txn.open_table(META).unwrap();
             meta.remove(marker).unwrap();

@@ -639,7 +639,7 @@ pub struct ReadTxn {
     customers: OnceLock<ReadOnlyTable<u64, &'static [u8]>>,
     customer_keys: OnceLock<ReadOnlyTable<u64, &'static [u8]>>,
     crypt: Option<Arc<Crypt>>,
-    postings: OnceLock<ReadOnlyTable<&'static [u8], ()>>,
+    postings: OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     uniques: OnceLock<ReadOnlyTable<&'static [u8], u64>>,
     meta: OnceLock<ReadOnlyTable<&'static str, &'static [u8]>>,
     raw: [OnceLock<ReadOnlyTable<&'static [u8], &'static [u8]>>; Table::ALL.len()],
@@ -773,7 +773,7 @@ impl ReadTxn {
         opened(&self.customer_keys, || self.txn.open_table(CUSTOMER_KEYS))
     }
 
-    pub(crate) fn raw_postings(&self) -> Result<&ReadOnlyTable<&'static [u8], ()>> {
+    pub(crate) fn raw_postings(&self) -> Result<&ReadOnlyTable<&'static [u8], &'static [u8]>> {
         opened(&self.postings, || self.txn.open_table(POSTINGS))
     }
 
@@ -875,12 +875,15 @@ pub(crate) fn scan_raw_table(
 
 /// Feeds `f` the ids of `range` in a postings or uniques table.
 pub(crate) fn scan_table_ids(
-    postings: &impl ReadableTable<&'static [u8], ()>,
+    postings: &impl ReadableTable<&'static [u8], &'static [u8]>,
     uniques: &impl ReadableTable<&'static [u8], u64>,
     unique: bool,
     range: &KeyRange,
     f: &mut dyn FnMut(u64),
 ) -> Result<()> {
+    if !unique {
+        return super::postings::scan(postings, range, f);
+    }
     let bounds = (
         std::ops::Bound::Included(range.start.as_slice()),
         range
@@ -888,18 +891,9 @@ pub(crate) fn scan_table_ids(
             .as_deref()
             .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
     );
-    if unique {
-        for item in uniques.range::<&[u8]>(bounds).map_err(storage)? {
-            let (_, v) = item.map_err(storage)?;
-            f(v.value());
-        }
-    } else {
-        for item in postings.range::<&[u8]>(bounds).map_err(storage)? {
-            let (k, ()) = item.map_err(storage).map(|(k, v)| (k, v.value()))?;
-            let (_, id) = index::split_posting(k.value())
-                .ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
-            f(id);
-        }
+    for item in uniques.range::<&[u8]>(bounds).map_err(storage)? {
+        let (_, v) = item.map_err(storage)?;
+        f(v.value());
     }
     Ok(())
 }

@@ -156,17 +156,22 @@ fn tag_of(key: &[u8]) -> u16 {
 fn check_counts(tx: &ReadTxn, schema: &Schema, report: &mut VerifyReport) -> Result<()> {
     let mut actual: BTreeMap<Vec<u8>, u64> = BTreeMap::new();
     let mut presence: BTreeMap<u16, HashSet<u64>> = BTreeMap::new();
-    for item in tx.raw_postings()?.iter().map_err(storage)? {
-        let (k, _) = item.map_err(storage)?;
-        if super::write::posting_tag(k.value()).is_some_and(index::counts_values) {
-            *actual
-                .entry(super::write::posting_value(k.value()).to_vec())
-                .or_default() += 1;
-        }
-        if let Some((tag, id)) = index::split_posting(k.value()) {
-            presence.entry(tag).or_default().insert(id);
-        }
-    }
+    super::postings::audit(
+        tx.raw_postings()?,
+        &mut |k| {
+            if super::write::posting_tag(k).is_some_and(index::counts_values) {
+                *actual
+                    .entry(super::write::posting_value(k).to_vec())
+                    .or_default() += 1;
+            }
+            if let Some((tag, id)) = index::split_posting(k) {
+                presence.entry(tag).or_default().insert(id);
+            }
+            Ok(())
+        },
+        // Reported with the other index checks.
+        &mut |_, _| {},
+    )?;
     for (tag, ids) in presence {
         actual.insert(tag.to_be_bytes().to_vec(), ids.len() as u64);
     }
@@ -222,12 +227,7 @@ fn check_records(
         };
         let entries = expected_entries(tx, &rec, schema);
         for p in &entries.postings {
-            if tx
-                .raw_postings()?
-                .get(p.as_slice())
-                .map_err(storage)?
-                .is_some()
-            {
+            if super::postings::contains(tx.raw_postings()?, p)? {
                 found_postings += 1;
             } else {
                 report.problems.push(Problem::MissingEntry {
@@ -423,35 +423,50 @@ pub(crate) fn verify(tx: &ReadTxn, rates: &Rates) -> Result<VerifyReport> {
     let schema = tx.schema()?;
     let mut report = VerifyReport::default();
     let (found_postings, found_uniques, max_id) = check_records(tx, &schema, &mut report)?;
-    report.entries = tx.raw_postings()?.len().map_err(storage)?;
+    let mut entries = 0u64;
+    super::postings::audit(
+        tx.raw_postings()?,
+        &mut |_| {
+            entries += 1;
+            Ok(())
+        },
+        &mut |key, _| {
+            report
+                .problems
+                .push(Problem::MalformedEntry { key: key.to_vec() });
+        },
+    )?;
+    report.entries = entries;
     report.unique_entries = tx.raw_uniques()?.len().map_err(storage)?;
     // Expected entries of each record, computed once per record while looking for orphans. A
     // record that is missing or does not decode accounts for nothing (the latter is already
     // reported as undecodable).
     let mut expected: HashMap<u64, Option<index::Entries>> = HashMap::new();
     if report.entries != found_postings {
-        for item in tx.raw_postings()?.iter().map_err(storage)? {
-            let (k, _) = item.map_err(storage)?;
-            let key = k.value();
-            let Some((tag, id)) = index::split_posting(key) else {
-                report
-                    .problems
-                    .push(Problem::MalformedEntry { key: key.to_vec() });
-                continue;
-            };
-            let accounted = entries_of(&mut expected, tx, &schema, id).is_some_and(|e| {
-                e.postings
-                    .binary_search_by(|p| p.as_slice().cmp(key))
-                    .is_ok()
-            });
-            if !accounted {
-                report.problems.push(Problem::OrphanEntry {
-                    id: CustomerId::from_u64(id),
-                    index: index_name(tag, &schema),
-                    value: index::describe_key(&key[..key.len() - 8], &schema),
+        let mut orphans = Vec::new();
+        super::postings::audit(
+            tx.raw_postings()?,
+            &mut |key| {
+                let Some((tag, id)) = index::split_posting(key) else {
+                    return Ok(());
+                };
+                let accounted = entries_of(&mut expected, tx, &schema, id).is_some_and(|e| {
+                    e.postings
+                        .binary_search_by(|p| p.as_slice().cmp(key))
+                        .is_ok()
                 });
-            }
-        }
+                if !accounted {
+                    orphans.push(Problem::OrphanEntry {
+                        id: CustomerId::from_u64(id),
+                        index: index_name(tag, &schema),
+                        value: index::describe_key(&key[..key.len() - 8], &schema),
+                    });
+                }
+                Ok(())
+            },
+            &mut |_, _| {},
+        )?;
+        report.problems.extend(orphans);
     }
     if report.unique_entries != found_uniques {
         for item in tx.raw_uniques()?.iter().map_err(storage)? {

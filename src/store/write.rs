@@ -779,21 +779,12 @@ impl WriteTxn {
         let mut deltas: Vec<(Vec<u8>, i64)> = Vec::new();
         {
             let mut postings = self.txn.open_table(POSTINGS).map_err(storage)?;
-            for (k, insert) in b.postings.settled() {
-                let changed = if insert {
-                    postings.insert(k, ()).map_err(storage)?.is_none()
-                } else {
-                    postings.remove(k).map_err(storage)?.is_some()
-                };
-                if changed && posting_tag(k).is_some_and(index::counts_values) {
-                    let value = posting_value(k);
-                    let step = if insert { 1 } else { -1 };
-                    match deltas.last_mut() {
-                        Some((last, sum)) if last.as_slice() == value => *sum += step,
-                        _ => deltas.push((value.to_vec(), step)),
-                    }
+            super::postings::apply(&mut postings, b.postings.settled(), &mut |value, step| {
+                if posting_tag(value).is_some_and(index::counts_values) {
+                    deltas.push((value.to_vec(), step));
                 }
-            }
+                Ok(())
+            })?;
         }
         for (tag, delta) in std::mem::take(&mut b.presence) {
             if delta != 0 {
@@ -1100,31 +1091,39 @@ pub(crate) fn decode_count(bytes: &[u8]) -> Result<u64> {
 
 /// Rewrites `counts` from `postings` (for a store made before counts were kept).
 pub(crate) fn rebuild_value_counts(
-    postings: &impl redb::ReadableTable<&'static [u8], ()>,
+    postings: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
     counts: &mut redb::Table<&'static [u8], &'static [u8]>,
 ) -> Result<()> {
     counts.retain(|_, _| false).map_err(storage)?;
     let mut presence: BTreeMap<u16, std::collections::HashSet<u64>> = BTreeMap::new();
     let mut current: Option<(Vec<u8>, u64)> = None;
-    for item in postings.iter().map_err(storage)? {
-        let (k, ()) = item.map_err(storage).map(|(k, v)| (k, v.value()))?;
-        if let Some((tag, id)) = index::split_posting(k.value()) {
-            presence.entry(tag).or_default().insert(id);
-        }
-        if !posting_tag(k.value()).is_some_and(index::counts_values) {
-            continue;
-        }
-        let value = posting_value(k.value());
-        match &mut current {
-            Some((v, n)) if v.as_slice() == value => *n += 1,
-            _ => {
-                if let Some(done) = current.take() {
-                    put_count(counts, &done.0, done.1)?;
-                }
-                current = Some((value.to_vec(), 1));
+    super::postings::for_each_run(
+        postings,
+        (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
+        &mut |value, ids| {
+            let Some(tag) = posting_tag(value) else {
+                return Ok(());
+            };
+            presence
+                .entry(tag)
+                .or_default()
+                .extend(super::postings::ids(ids));
+            if !index::counts_values(tag) {
+                return Ok(());
             }
-        }
-    }
+            let n = (ids.len() / 8) as u64;
+            match &mut current {
+                Some((v, c)) if v.as_slice() == value => *c += n,
+                _ => {
+                    if let Some(done) = current.take() {
+                        put_count(counts, &done.0, done.1)?;
+                    }
+                    current = Some((value.to_vec(), n));
+                }
+            }
+            Ok(())
+        },
+    )?;
     if let Some(done) = current {
         put_count(counts, &done.0, done.1)?;
     }

@@ -5,7 +5,10 @@ use customerdb::{Customer, ErrorKind, Problem, Read, Result, Store};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 const CUSTOMERS: TableDefinition<u64, &[u8]> = TableDefinition::new("customers");
-const POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+/// Postings: runs of ids per index value, `tag ++ value ++ first id -> ids (u64 BE each)`.
+const POSTINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("posting_lists");
+/// The layout before runs: one key per posting.
+const LEGACY_POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
 const UNIQUES: TableDefinition<&[u8], u64> = TableDefinition::new("uniques");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const VALUE_COUNTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("value_counts");
@@ -48,15 +51,17 @@ fn plant(f: impl FnOnce(&redb::WriteTransaction)) -> Result<Vec<Problem>> {
     Ok(problems)
 }
 
-fn first_posting(txn: &redb::WriteTransaction) -> Vec<u8> {
+/// The key and ids of the first run of postings.
+fn first_posting(txn: &redb::WriteTransaction) -> (Vec<u8>, Vec<u8>) {
     let t = txn.open_table(POSTINGS).unwrap();
-    t.first().unwrap().unwrap().0.value().to_vec()
+    let (k, v) = t.first().unwrap().unwrap();
+    (k.value().to_vec(), v.value().to_vec())
 }
 
 #[test]
 fn verify_finds_a_missing_index_entry() -> Result<()> {
     let p = plant(|txn| {
-        let k = first_posting(txn);
+        let (k, _) = first_posting(txn);
         txn.open_table(POSTINGS)
             .unwrap()
             .remove(k.as_slice())
@@ -69,12 +74,12 @@ fn verify_finds_a_missing_index_entry() -> Result<()> {
 #[test]
 fn verify_finds_an_orphan_index_entry() -> Result<()> {
     let p = plant(|txn| {
-        let mut k = first_posting(txn);
+        let (mut k, _) = first_posting(txn);
         let n = k.len();
         k[n - 8..].copy_from_slice(&999u64.to_be_bytes());
         txn.open_table(POSTINGS)
             .unwrap()
-            .insert(k.as_slice(), ())
+            .insert(k.as_slice(), 999u64.to_be_bytes().as_slice())
             .unwrap();
     })?;
     assert!(
@@ -87,15 +92,107 @@ fn verify_finds_an_orphan_index_entry() -> Result<()> {
 #[test]
 fn verify_finds_a_changed_index_value() -> Result<()> {
     let p = plant(|txn| {
-        let k = first_posting(txn);
+        let (k, ids) = first_posting(txn);
         let mut changed = k.clone();
         changed[3] ^= 0x20;
         let mut t = txn.open_table(POSTINGS).unwrap();
         t.remove(k.as_slice()).unwrap();
-        t.insert(changed.as_slice(), ()).unwrap();
+        t.insert(changed.as_slice(), ids.as_slice()).unwrap();
     })?;
     assert!(p.iter().any(|p| matches!(p, Problem::MissingEntry { .. })));
     assert!(p.iter().any(|p| matches!(p, Problem::OrphanEntry { .. })));
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_malformed_run_of_postings_and_reads_refuse_it() -> Result<()> {
+    // The tag run (every customer has tag "t"): its ids reversed.
+    let (dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(POSTINGS).unwrap();
+            let (k, v) = t
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap())
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .find(|(k, v)| k.starts_with(&10u16.to_be_bytes()) && v.len() == 24)
+                .expect("the run of tag t");
+            let mut ids: Vec<&[u8]> = v.chunks(8).collect();
+            ids.reverse();
+            t.insert(k.as_slice(), ids.concat().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    let problems = store.verify()?.problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| matches!(p, Problem::MalformedEntry { .. })),
+        "{problems:?}"
+    );
+    let err = store
+        .begin_read()?
+        .ids(&customerdb::Index::Tag, &customerdb::Scan::eq("t"))
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Corrupted { .. }), "{err}");
+    drop(dir);
+    Ok(())
+}
+
+/// A store written with one key per posting (before runs) is moved into runs when opened, and
+/// then reads and verifies as before.
+#[test]
+fn a_store_with_the_older_postings_layout_is_moved_into_runs() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    let before = {
+        let store = Store::open(&path)?;
+        let tx = store.begin_read()?;
+        tx.ids(&customerdb::Index::Tag, &customerdb::Scan::eq("t"))?
+    };
+    assert_eq!(before.len(), 3);
+    {
+        // Rewrite the file as the older layout had it.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let runs = txn.open_table(POSTINGS).unwrap();
+            let mut old = txn.open_table(LEGACY_POSTINGS).unwrap();
+            for item in runs.iter().unwrap() {
+                let (k, v) = item.unwrap();
+                let prefix = &k.value()[..k.value().len() - 8];
+                for id in v.value().chunks(8) {
+                    old.insert([prefix, id].concat().as_slice(), ()).unwrap();
+                }
+            }
+        }
+        txn.delete_table(POSTINGS).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .remove("posting_lists")
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    let report = store.verify()?;
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert!(report.entries > 10);
+    let tx = store.begin_read()?;
+    assert_eq!(
+        tx.ids(&customerdb::Index::Tag, &customerdb::Scan::eq("t"))?,
+        before
+    );
+    drop(tx);
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    assert!(
+        txn.open_table(LEGACY_POSTINGS).is_err(),
+        "the older table is gone"
+    );
     Ok(())
 }
 
@@ -224,7 +321,7 @@ fn a_corrupted_record_is_an_error_on_read_not_a_panic() -> Result<()> {
 #[test]
 fn verify_finds_a_wrong_value_count_and_a_store_without_counts_gets_them_on_open() -> Result<()> {
     let p = plant(|txn| {
-        let k = first_posting(txn);
+        let (k, _) = first_posting(txn);
         let value = &k[..k.len() - 8];
         txn.open_table(VALUE_COUNTS)
             .unwrap()

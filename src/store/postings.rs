@@ -1,0 +1,588 @@
+//! Posting lists: the entries of the non-unique indexes, the customers of one index value kept
+//! together.
+//!
+//! Every other part of the store speaks of postings as keys, `tag ++ value ++ id`, one per
+//! customer and value: that is what [`crate::index`] computes, what the write path stages and
+//! what a backup holds. This module is the one place that knows how they lie on disk. The ids
+//! of one value (`tag ++ value`, the *prefix*) are stored sorted, in runs of up to [`MAX_IDS`]:
+//!
+//! ```text
+//! key:   tag ++ value ++ first id (u64 BE)     value: id ++ id ++ ... (u64 BE each, ascending)
+//! ```
+//!
+//! A run's key is the posting key of its first id, so the key ranges of [`crate::index`]
+//! (which always end at a value boundary) select exactly the runs of the values they cover.
+//! The runs of a prefix partition its ids: a run holds the ids from its first up to, not
+//! including, the next run's first. Reading a value costs one B-tree step per run instead of
+//! one per customer, and a bulk load of a common value rewrites a few runs instead of inserting
+//! thousands of keys.
+
+use std::ops::Bound;
+
+use redb::{ReadableTable, TableDefinition};
+
+use super::storage;
+use crate::error::{Error, Result};
+use crate::index::KeyRange;
+
+/// Posting runs: `tag ++ value ++ first id -> ids`.
+pub(crate) const POSTINGS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("posting_lists");
+
+/// The layout before runs (a store without `meta.posting_lists`): one key per posting,
+/// `tag ++ value ++ id -> ()`. Opening such a store moves it into [`POSTINGS`].
+pub(crate) const LEGACY_POSTINGS: TableDefinition<&[u8], ()> = TableDefinition::new("postings");
+
+/// The most ids a run holds. A run of 256 is 2 KiB: large enough that reading a common value
+/// is a few B-tree steps, small enough that changing one customer rewrites little.
+pub(crate) const MAX_IDS: usize = 256;
+
+/// Called with a run's prefix (`tag ++ value`) and its ids as stored.
+pub(crate) type RunVisitor<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<()>;
+
+/// A writable postings table.
+pub(crate) type PostingTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+
+/// Splits a posting key into its prefix (`tag ++ value`) and id; `None` if it is too short.
+pub(crate) fn split(key: &[u8]) -> Option<(&[u8], u64)> {
+    if key.len() < 10 {
+        return None;
+    }
+    let (prefix, id) = key.split_last_chunk::<8>()?;
+    Some((prefix, u64::from_be_bytes(*id)))
+}
+
+/// The key of the run of `prefix` starting at `first`.
+fn run_key(prefix: &[u8], first: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 8);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// Whether a stored run is well formed: a key of at least a tag, a value byte and an id;
+/// 1 to [`MAX_IDS`] ids, strictly ascending, the first equal to the key's. `Err` names what
+/// is wrong.
+pub(crate) fn check_run(key: &[u8], value: &[u8]) -> std::result::Result<(), &'static str> {
+    let Some((_, first)) = split(key) else {
+        return Err("key too short");
+    };
+    if value.is_empty() || !value.len().is_multiple_of(8) || value.len() / 8 > MAX_IDS {
+        return Err("not 1 to 256 ids");
+    }
+    let mut prev = None;
+    for id in ids(value) {
+        if prev.is_some_and(|p| p >= id) {
+            return Err("ids not ascending");
+        }
+        if prev.is_none() && id != first {
+            return Err("first id differs from the key");
+        }
+        prev = Some(id);
+    }
+    Ok(())
+}
+
+/// The ids of a run's value (whole ids only).
+pub(crate) fn ids(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    value
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+}
+
+/// Feeds `f` the prefix and ids of every run in `range`, in key order, checking as it goes
+/// that each value's ids ascend across its runs: a reader may rely on an equality range
+/// yielding each id once, in order.
+pub(crate) fn for_each_run(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    range: (Bound<&[u8]>, Bound<&[u8]>),
+    f: RunVisitor<'_>,
+) -> Result<()> {
+    let mut last: Option<(Vec<u8>, u64)> = None;
+    for item in table.range::<&[u8]>(range).map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let (key, value) = (k.value(), v.value());
+        let corrupt = |why| Error::corrupted("index entry", why);
+        let (prefix, first) = split(key).ok_or_else(|| corrupt("key too short"))?;
+        if value.is_empty() || !value.len().is_multiple_of(8) {
+            return Err(corrupt("a run of postings is not whole ids"));
+        }
+        match &mut last {
+            Some((p, id)) if p.as_slice() == prefix => {
+                if first <= *id {
+                    return Err(corrupt("runs of postings overlap"));
+                }
+            }
+            _ => last = Some((prefix.to_vec(), 0)),
+        }
+        let mut prev = None;
+        for id in ids(value) {
+            if prev.is_some_and(|p| p >= id) || (prev.is_none() && id != first) {
+                return Err(corrupt("postings out of order"));
+            }
+            prev = Some(id);
+        }
+        if let (Some((_, l)), Some(p)) = (&mut last, prev) {
+            *l = p;
+        }
+        f(prefix, value)?;
+    }
+    Ok(())
+}
+
+/// Feeds `f` every id in the runs of `range` (see [`for_each_run`]).
+pub(crate) fn scan(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    range: &KeyRange,
+    f: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let bounds = (
+        Bound::Included(range.start.as_slice()),
+        range
+            .end
+            .as_deref()
+            .map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    for_each_run(table, bounds, &mut |_, value| {
+        ids(value).for_each(&mut *f);
+        Ok(())
+    })
+}
+
+/// Feeds `f` every posting key (`prefix ++ id`) of the whole table, in key order.
+pub(crate) fn for_each_key(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut key = Vec::new();
+    for_each_run(
+        table,
+        (Bound::Unbounded, Bound::Unbounded),
+        &mut |prefix, value| {
+            for id in ids(value) {
+                key.clear();
+                key.extend_from_slice(prefix);
+                key.extend_from_slice(&id.to_be_bytes());
+                f(&key)?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// Walks the whole table for `verify()`: feeds `good` every posting key of a well-formed run,
+/// and `bad` the key of every run that is not (see [`check_run`]), or that overlaps the run of
+/// its value before it, with what is wrong; reading goes on past a bad run.
+pub(crate) fn audit(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    good: &mut dyn FnMut(&[u8]) -> Result<()>,
+    bad: &mut dyn FnMut(&[u8], &'static str),
+) -> Result<()> {
+    let mut last: Option<(Vec<u8>, u64)> = None;
+    let mut key = Vec::new();
+    for item in table.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        let (run, value) = (k.value(), v.value());
+        if let Err(why) = check_run(run, value) {
+            bad(run, why);
+            continue;
+        }
+        let Some((prefix, first)) = split(run) else {
+            continue;
+        };
+        if last
+            .as_ref()
+            .is_some_and(|(p, l)| p.as_slice() == prefix && first <= *l)
+        {
+            bad(run, "overlaps the run before it");
+            continue;
+        }
+        let mut newest = first;
+        for id in ids(value) {
+            key.clear();
+            key.extend_from_slice(prefix);
+            key.extend_from_slice(&id.to_be_bytes());
+            good(&key)?;
+            newest = id;
+        }
+        match &mut last {
+            Some((p, l)) if p.as_slice() == prefix => *l = newest,
+            _ => last = Some((prefix.to_vec(), newest)),
+        }
+    }
+    Ok(())
+}
+
+/// The run of `prefix` that would hold `id`: the last whose first id is at most `id`.
+fn floor_run(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+    id: u64,
+) -> Result<Option<(u64, Vec<u8>)>> {
+    let (lo, hi) = (run_key(prefix, 0), run_key(prefix, id));
+    let mut range = table
+        .range::<&[u8]>((
+            Bound::Included(lo.as_slice()),
+            Bound::Included(hi.as_slice()),
+        ))
+        .map_err(storage)?;
+    match range.next_back() {
+        Some(item) => {
+            let (k, v) = item.map_err(storage)?;
+            let (_, first) =
+                split(k.value()).ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
+            Ok(Some((first, v.value().to_vec())))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Whether the posting `key` (`prefix ++ id`) is stored.
+pub(crate) fn contains(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    key: &[u8],
+) -> Result<bool> {
+    let Some((prefix, id)) = split(key) else {
+        return Ok(false);
+    };
+    Ok(floor_run(table, prefix, id)?.is_some_and(|(_, run)| {
+        run.chunks_exact(8)
+            .any(|c| c == id.to_be_bytes().as_slice())
+    }))
+}
+
+/// Applies posting changes, given in key order with at most one per key (`true` adds the
+/// posting, `false` removes it), and calls `changed` with each value (`tag ++ value`) whose
+/// postings changed and by how many: a change that finds the posting already there (or
+/// already gone) counts nothing.
+pub(crate) fn apply<'k>(
+    table: &mut PostingTable<'_>,
+    ops: impl IntoIterator<Item = (&'k [u8], bool)>,
+    changed: &mut dyn FnMut(&[u8], i64) -> Result<()>,
+) -> Result<()> {
+    let mut prefix: Vec<u8> = Vec::new();
+    let mut group: Vec<(u64, bool)> = Vec::new();
+    for (key, insert) in ops {
+        let (p, id) = split(key).ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
+        if p != prefix.as_slice() {
+            if !group.is_empty() {
+                apply_value(table, &prefix, &group, changed)?;
+                group.clear();
+            }
+            prefix.clear();
+            prefix.extend_from_slice(p);
+        }
+        group.push((id, insert));
+    }
+    if !group.is_empty() {
+        apply_value(table, &prefix, &group, changed)?;
+    }
+    Ok(())
+}
+
+/// Applies the changes `ops` (ascending ids) to the runs of one value: reads the runs they
+/// fall in, merges, and writes the result back as evenly filled runs.
+fn apply_value(
+    table: &mut PostingTable<'_>,
+    prefix: &[u8],
+    ops: &[(u64, bool)],
+    changed: &mut dyn FnMut(&[u8], i64) -> Result<()>,
+) -> Result<()> {
+    let (Some(&(lo, _)), Some(&(hi, _))) = (ops.first(), ops.last()) else {
+        return Ok(());
+    };
+    // The runs the ids lo..=hi fall in: the floor run of lo and every run starting after it,
+    // up to hi.
+    let mut old_firsts = Vec::new();
+    let mut current: Vec<u64> = Vec::new();
+    if let Some((first, run)) = floor_run(&*table, prefix, lo)? {
+        old_firsts.push(first);
+        current.extend(ids(&run));
+    }
+    if hi > lo {
+        let (a, b) = (run_key(prefix, lo + 1), run_key(prefix, hi));
+        for item in table
+            .range::<&[u8]>((Bound::Included(a.as_slice()), Bound::Included(b.as_slice())))
+            .map_err(storage)?
+        {
+            let (k, v) = item.map_err(storage)?;
+            let (_, first) =
+                split(k.value()).ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
+            old_firsts.push(first);
+            current.extend(ids(v.value()));
+        }
+    }
+    // Merge the sorted changes into the sorted ids.
+    let mut merged = Vec::with_capacity(current.len() + ops.len());
+    let (mut delta, mut moved) = (0i64, false);
+    let mut existing = current.iter().copied().peekable();
+    for &(id, insert) in ops {
+        while let Some(e) = existing.next_if(|&e| e < id) {
+            merged.push(e);
+        }
+        let present = existing.next_if_eq(&id).is_some();
+        if insert {
+            merged.push(id);
+        }
+        match (present, insert) {
+            (false, true) => delta += 1,
+            (true, false) => delta -= 1,
+            _ => continue,
+        }
+        moved = true;
+    }
+    merged.extend(existing);
+    if !moved {
+        return Ok(());
+    }
+    write_runs(table, prefix, &old_firsts, &merged)?;
+    if delta == 0 {
+        // As many added as removed: the value's count stands.
+        return Ok(());
+    }
+    changed(prefix, delta)
+}
+
+/// Replaces the runs of `prefix` starting at `old_firsts` with `ids` cut into runs of
+/// [`MAX_IDS`] at most, evenly filled.
+fn write_runs(
+    table: &mut PostingTable<'_>,
+    prefix: &[u8],
+    old_firsts: &[u64],
+    ids: &[u64],
+) -> Result<()> {
+    let runs = ids.len().div_ceil(MAX_IDS);
+    let mut new_firsts = Vec::with_capacity(runs);
+    let mut bytes = Vec::with_capacity(MAX_IDS * 8);
+    let mut start = 0;
+    for i in 0..runs {
+        // Even sizes: the first `ids.len() % runs` runs take one more.
+        let end = start + ids.len() / runs + usize::from(i < ids.len() % runs);
+        let run = &ids[start..end];
+        bytes.clear();
+        for id in run {
+            bytes.extend_from_slice(&id.to_be_bytes());
+        }
+        new_firsts.push(run[0]);
+        table
+            .insert(run_key(prefix, run[0]).as_slice(), bytes.as_slice())
+            .map_err(storage)?;
+        start = end;
+    }
+    for first in old_firsts {
+        if new_firsts.binary_search(first).is_err() {
+            table
+                .remove(run_key(prefix, *first).as_slice())
+                .map_err(storage)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the posting keys `keys` (sorted, any number) to the table.
+pub(crate) fn insert_sorted(table: &mut PostingTable<'_>, keys: &[Vec<u8>]) -> Result<()> {
+    apply(
+        table,
+        keys.iter().map(|k| (k.as_slice(), true)),
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// Removes every posting whose id `drop` selects.
+pub(crate) fn remove_ids(table: &mut PostingTable<'_>, drop: &dyn Fn(u64) -> bool) -> Result<()> {
+    let mut gone = Vec::new();
+    for_each_key(&*table, &mut |key| {
+        if split(key).is_some_and(|(_, id)| drop(id)) {
+            gone.push(key.to_vec());
+        }
+        Ok(())
+    })?;
+    apply(
+        table,
+        gone.iter().map(|k| (k.as_slice(), false)),
+        &mut |_, _| Ok(()),
+    )
+}
+
+/// Moves the postings of the old layout ([`LEGACY_POSTINGS`]) into runs, and deletes the old
+/// table.
+pub(crate) fn migrate(txn: &redb::WriteTransaction) -> Result<()> {
+    const BATCH: usize = 100_000;
+    {
+        let old = txn.open_table(LEGACY_POSTINGS).map_err(storage)?;
+        let mut new = txn.open_table(POSTINGS).map_err(storage)?;
+        let mut keys: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+        for item in old.iter().map_err(storage)? {
+            let (k, ()) = item.map_err(storage).map(|(k, v)| (k, v.value()))?;
+            keys.push(k.value().to_vec());
+            if keys.len() == BATCH {
+                insert_sorted(&mut new, &keys)?;
+                keys.clear();
+            }
+        }
+        insert_sorted(&mut new, &keys)?;
+    }
+    txn.delete_table(LEGACY_POSTINGS).map_err(storage)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableDatabase;
+
+    fn key(prefix: &[u8], id: u64) -> Vec<u8> {
+        run_key(prefix, id)
+    }
+
+    fn with_table<T>(f: impl FnOnce(&mut PostingTable<'_>) -> T) -> T {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        let out = {
+            let mut t = txn.open_table(POSTINGS).unwrap();
+            f(&mut t)
+        };
+        txn.commit().unwrap();
+        let _ = db.begin_read().unwrap();
+        out
+    }
+
+    fn all(t: &PostingTable<'_>, prefix: &[u8]) -> Vec<u64> {
+        let mut out = Vec::new();
+        let range = KeyRange {
+            start: prefix.to_vec(),
+            end: crate::index::key::prefix_end(prefix),
+        };
+        scan(t, &range, &mut |id| out.push(id)).unwrap();
+        out
+    }
+
+    fn check_all(t: &PostingTable<'_>) {
+        for item in t.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            check_run(k.value(), v.value()).unwrap();
+        }
+    }
+
+    #[test]
+    fn runs_follow_a_model_through_random_changes() {
+        let prefixes: [&[u8]; 3] = [b"\x00\x04a\x00\x01", b"\x00\x04b\x00\x01", b"\x00\x09x"];
+        let mut model: [std::collections::BTreeSet<u64>; 3] = Default::default();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        with_table(|t| {
+            for _ in 0..60 {
+                // A batch of changes to random values and ids, sorted by key, one per key.
+                let mut batch = std::collections::BTreeMap::new();
+                for _ in 0..(next() % 700) {
+                    let p = (next() % 3) as usize;
+                    let id = next() % 2_000;
+                    batch.insert(key(prefixes[p], id), next() % 3 != 0);
+                }
+                let mut deltas = std::collections::HashMap::<Vec<u8>, i64>::new();
+                apply(
+                    t,
+                    batch.iter().map(|(k, i)| (k.as_slice(), *i)),
+                    &mut |p, d| {
+                        *deltas.entry(p.to_vec()).or_default() += d;
+                        Ok(())
+                    },
+                )
+                .unwrap();
+                for (p, m) in prefixes.iter().zip(model.iter_mut()) {
+                    let before = i64::try_from(m.len()).unwrap();
+                    for (k, insert) in batch.range(key(p, 0)..=key(p, u64::MAX)) {
+                        let (_, id) = split(k).unwrap();
+                        if *insert {
+                            m.insert(id);
+                        } else {
+                            m.remove(&id);
+                        }
+                    }
+                    let d = deltas.get(*p).copied().unwrap_or(0);
+                    assert_eq!(i64::try_from(m.len()).unwrap() - before, d);
+                    assert_eq!(all(t, p), m.iter().copied().collect::<Vec<_>>());
+                    for id in [0, 1, 17, 999, 1_999] {
+                        assert_eq!(contains(&*t, &key(p, id)).unwrap(), m.contains(&id));
+                    }
+                }
+                check_all(t);
+            }
+            let total: usize = model.iter().map(std::collections::BTreeSet::len).sum();
+            let mut n = 0;
+            for_each_key(&*t, &mut |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(n, total);
+            // Removing by id leaves exactly the others.
+            remove_ids(t, &|id| id % 2 == 0).unwrap();
+            for (p, m) in prefixes.iter().zip(&model) {
+                let odd: Vec<u64> = m.iter().copied().filter(|id| id % 2 == 1).collect();
+                assert_eq!(all(t, p), odd);
+            }
+            check_all(t);
+        });
+    }
+
+    #[test]
+    fn a_bulk_append_fills_runs_evenly() {
+        let p: &[u8] = b"\x00\x09de\x00\x01";
+        with_table(|t| {
+            let keys: Vec<Vec<u8>> = (1..=1_000).map(|id| key(p, id)).collect();
+            insert_sorted(t, &keys).unwrap();
+            let sizes: Vec<usize> = t
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap().1.value().len() / 8)
+                .collect();
+            assert_eq!(sizes, vec![250; 4]);
+            // One more id splits nothing it does not touch: only the last run grows.
+            insert_sorted(t, &[key(p, 1_001)]).unwrap();
+            let sizes: Vec<usize> = t
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap().1.value().len() / 8)
+                .collect();
+            assert_eq!(sizes, vec![250, 250, 250, 251]);
+            // Removing a run's first id moves its key.
+            apply(t, [(key(p, 1).as_slice(), false)], &mut |_, d| {
+                assert_eq!(d, -1);
+                Ok(())
+            })
+            .unwrap();
+            assert!(t.get(key(p, 1).as_slice()).unwrap().is_none());
+            assert!(t.get(key(p, 2).as_slice()).unwrap().is_some());
+            check_all(t);
+        });
+    }
+
+    #[test]
+    fn malformed_runs_are_refused_not_read() {
+        let p: &[u8] = b"\x00\x09de\x00\x01";
+        assert!(check_run(&key(p, 5), &5u64.to_be_bytes()).is_ok());
+        assert!(check_run(&key(p, 5), &6u64.to_be_bytes()).is_err());
+        assert!(check_run(&key(p, 5), &[]).is_err());
+        assert!(check_run(&key(p, 5), &[0; 7]).is_err());
+        assert!(check_run(b"\x00\x09", &5u64.to_be_bytes()).is_err());
+        let descending: Vec<u8> = [5u64, 3].iter().flat_map(|i| i.to_be_bytes()).collect();
+        assert!(check_run(&key(p, 5), &descending).is_err());
+        with_table(|t| {
+            t.insert(key(p, 5).as_slice(), descending.as_slice())
+                .unwrap();
+            let range = KeyRange {
+                start: p.to_vec(),
+                end: None,
+            };
+            let err = scan(&*t, &range, &mut |_| {}).unwrap_err();
+            assert!(matches!(err.kind(), crate::ErrorKind::Corrupted { .. }));
+        });
+    }
+}
