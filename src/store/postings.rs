@@ -97,7 +97,8 @@ pub(crate) fn for_each_run(
     range: (Bound<&[u8]>, Bound<&[u8]>),
     f: RunVisitor<'_>,
 ) -> Result<()> {
-    let mut last: Option<(Vec<u8>, u64)> = None;
+    // The prefix of the run before and its last id (`None` before the first run).
+    let (mut last_prefix, mut last_id) = (Vec::new(), None::<u64>);
     for item in table.range::<&[u8]>(range).map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
         let (key, value) = (k.value(), v.value());
@@ -106,24 +107,25 @@ pub(crate) fn for_each_run(
         if value.is_empty() || !value.len().is_multiple_of(8) {
             return Err(corrupt("a run of postings is not whole ids"));
         }
-        match &mut last {
-            Some((p, id)) if p.as_slice() == prefix => {
-                if first <= *id {
-                    return Err(corrupt("runs of postings overlap"));
-                }
-            }
-            _ => last = Some((prefix.to_vec(), 0)),
+        let mut prev = if last_id.is_some() && last_prefix == prefix {
+            last_id
+        } else {
+            last_prefix.clear();
+            last_prefix.extend_from_slice(prefix);
+            None
+        };
+        if prev.is_some_and(|p| p >= first) {
+            return Err(corrupt("runs of postings overlap"));
         }
-        let mut prev = None;
+        let mut at_first = true;
         for id in ids(value) {
-            if prev.is_some_and(|p| p >= id) || (prev.is_none() && id != first) {
+            if prev.is_some_and(|p| p >= id) || (at_first && id != first) {
                 return Err(corrupt("postings out of order"));
             }
+            at_first = false;
             prev = Some(id);
         }
-        if let (Some((_, l)), Some(p)) = (&mut last, prev) {
-            *l = p;
-        }
+        last_id = prev;
         f(prefix, value)?;
     }
     Ok(())
