@@ -281,49 +281,65 @@ pub(crate) fn apply<'k>(
     Ok(())
 }
 
-/// Applies the changes `ops` (ascending ids) to the runs of one value: reads the runs they
-/// fall in, merges, and writes the result back as evenly filled runs.
+/// Applies the changes `ops` (ascending ids) to the runs of one value, a run at a time: the
+/// run an id falls in is the last starting at or below it, and holds the ids below the next
+/// run's first. Only the runs the changes fall in are read and rewritten (each evenly split
+/// if it outgrows [`MAX_IDS`]), so a few changes scattered over a long list cost a few runs.
 fn apply_value(
     table: &mut PostingTable<'_>,
     prefix: &[u8],
     ops: &[(u64, bool)],
     changed: &mut dyn FnMut(&[u8], i64) -> Result<()>,
 ) -> Result<()> {
-    let (Some(&(lo, _)), Some(&(hi, _))) = (ops.first(), ops.last()) else {
-        return Ok(());
-    };
-    // The runs the ids lo..=hi fall in: the floor run of lo and every run starting after it,
-    // up to hi.
-    let mut old_firsts = Vec::new();
+    let mut delta = 0i64;
+    let mut rest = ops;
     let mut current: Vec<u64> = Vec::new();
-    if let Some((first, run)) = floor_run(&*table, prefix, lo)? {
-        old_firsts.push(first);
-        current.extend(ids(&run));
-    }
-    if hi > lo {
-        let (a, b) = (run_key(prefix, lo + 1), run_key(prefix, hi));
-        for item in table
-            .range::<&[u8]>((Bound::Included(a.as_slice()), Bound::Included(b.as_slice())))
-            .map_err(storage)?
-        {
-            let (k, v) = item.map_err(storage)?;
-            let (_, first) =
-                split(k.value()).ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
-            old_firsts.push(first);
-            current.extend(ids(v.value()));
+    let mut merged: Vec<u64> = Vec::new();
+    while let Some(&(id, _)) = rest.first() {
+        let floor = floor_run(&*table, prefix, id)?;
+        // The changes this run takes: all that are left if it is the last run, else those
+        // below the next run's first. (One change needs no look: it falls in its floor run.)
+        let take = if rest.len() == 1 {
+            1
+        } else {
+            match next_run(&*table, prefix, id)? {
+                Some(next) => rest.partition_point(|&(i, _)| i < next),
+                None => rest.len(),
+            }
+        };
+        let (mine, later) = rest.split_at(take.max(1));
+        rest = later;
+        current.clear();
+        if let Some((_, run)) = &floor {
+            current.extend(ids(run));
         }
+        let Some(d) = merge(&current, mine, &mut merged) else {
+            continue;
+        };
+        delta += d;
+        let old = floor.as_ref().map(|(first, _)| *first);
+        write_runs(table, prefix, old.as_slice(), &merged)?;
     }
-    // Merge the sorted changes into the sorted ids.
-    let mut merged = Vec::with_capacity(current.len() + ops.len());
+    if delta == 0 {
+        // As many added as removed (or nothing changed): the value's count stands.
+        return Ok(());
+    }
+    changed(prefix, delta)
+}
+
+/// Merges the sorted changes `ops` into the sorted ids `current`, into `out`; returns how many
+/// ids were gained (less those lost), or `None` if no change found anything to do.
+fn merge(current: &[u64], ops: &[(u64, bool)], out: &mut Vec<u64>) -> Option<i64> {
+    out.clear();
     let (mut delta, mut moved) = (0i64, false);
     let mut existing = current.iter().copied().peekable();
     for &(id, insert) in ops {
         while let Some(e) = existing.next_if(|&e| e < id) {
-            merged.push(e);
+            out.push(e);
         }
         let present = existing.next_if_eq(&id).is_some();
         if insert {
-            merged.push(id);
+            out.push(id);
         }
         match (present, insert) {
             (false, true) => delta += 1,
@@ -332,16 +348,32 @@ fn apply_value(
         }
         moved = true;
     }
-    merged.extend(existing);
-    if !moved {
-        return Ok(());
+    out.extend(existing);
+    moved.then_some(delta)
+}
+
+/// The first id of the run of `prefix` after the one holding `id`, if any.
+fn next_run(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+    id: u64,
+) -> Result<Option<u64>> {
+    let (lo, hi) = (run_key(prefix, id), run_key(prefix, u64::MAX));
+    let mut range = table
+        .range::<&[u8]>((
+            Bound::Excluded(lo.as_slice()),
+            Bound::Included(hi.as_slice()),
+        ))
+        .map_err(storage)?;
+    match range.next() {
+        Some(item) => {
+            let (k, _) = item.map_err(storage)?;
+            let (_, first) =
+                split(k.value()).ok_or_else(|| Error::corrupted("index entry", "key too short"))?;
+            Ok(Some(first))
+        }
+        None => Ok(None),
     }
-    write_runs(table, prefix, &old_firsts, &merged)?;
-    if delta == 0 {
-        // As many added as removed: the value's count stands.
-        return Ok(());
-    }
-    changed(prefix, delta)
 }
 
 /// Replaces the runs of `prefix` starting at `old_firsts` with `ids` cut into runs of
@@ -562,6 +594,37 @@ mod tests {
             .unwrap();
             assert!(t.get(key(p, 1).as_slice()).unwrap().is_none());
             assert!(t.get(key(p, 2).as_slice()).unwrap().is_some());
+            check_all(t);
+        });
+    }
+
+    #[test]
+    fn scattered_changes_rewrite_only_their_runs() {
+        let p: &[u8] = b"\x00\x10\x80\x00\x00\x00\x00\x00\x00\x01";
+        with_table(|t| {
+            let keys: Vec<Vec<u8>> = (1..=1_000).map(|id| key(p, id)).collect();
+            insert_sorted(t, &keys).unwrap();
+            let sizes = |t: &PostingTable<'_>| -> Vec<usize> {
+                t.iter()
+                    .unwrap()
+                    .map(|i| i.unwrap().1.value().len() / 8)
+                    .collect()
+            };
+            assert_eq!(sizes(t), vec![250; 4]);
+            // One removal in the first run and one in the last: the two between keep theirs.
+            let ops = [(key(p, 100), false), (key(p, 900), false)];
+            let mut total = 0;
+            apply(
+                t,
+                ops.iter().map(|(k, i)| (k.as_slice(), *i)),
+                &mut |_, d| {
+                    total += d;
+                    Ok(())
+                },
+            )
+            .unwrap();
+            assert_eq!(total, -2);
+            assert_eq!(sizes(t), vec![249, 250, 250, 249]);
             check_all(t);
         });
     }
