@@ -59,6 +59,7 @@ pub use model::{
     PersonName, Phone, PhoneKind, Purchase, Record, Rfm, Schema, Stage, Tag, TicketEvent,
     TicketStatus,
 };
+pub use store::STORE_FORMAT_VERSION;
 pub use store::codec::FORMAT_VERSION;
 pub use store::{AccessAction, AccessEntry, Inactive, RetentionPolicy, RetentionReport};
 pub use store::{

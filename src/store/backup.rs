@@ -182,7 +182,7 @@ impl ReadTxn {
             Ok(())
         })?;
         section(&mut w, "postings", &mut |f| {
-            super::postings::for_each_key(self.raw_postings()?, &mut |k| f(k, &[]))
+            super::postings::for_each_stored_key(self.raw_postings()?, &mut |k| f(k, &[]))
         })?;
         section(&mut w, "uniques", &mut |f| {
             for item in self.raw_uniques()?.iter().map_err(storage)? {
@@ -779,7 +779,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
             keys.sort_unstable();
             keys.dedup();
             let ops = keys.iter().map(|k| (k.as_slice(), insert));
-            super::postings::apply(&mut postings, ops, &mut |_, _| Ok(()))
+            super::postings::apply(&mut postings, ops, u64::MAX, &mut |_, _| Ok(()))
         };
         let mut uniques = w.open_table(UNIQUES).map_err(storage)?;
         let mut metrics = w.open_table(Table::Metrics.def()).map_err(storage)?;

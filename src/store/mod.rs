@@ -135,6 +135,12 @@ impl Table {
 }
 
 pub(crate) const META_FORMAT: &str = "format_version";
+
+/// The version of a store file's table layout, kept in its meta table and checked when it is
+/// opened (the stored values have their own, [`crate::FORMAT_VERSION`]). 2 since the
+/// postings are runs of ids per index value; a store of version 1 is moved to 2 when opened,
+/// and a build that knows only 1 refuses a store of 2 rather than misread its indexes.
+pub const STORE_FORMAT_VERSION: u8 = 2;
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_NEXT_ACTIVITY: &str = "next_activity";
 pub(crate) const META_NEXT_ID: &str = "next_id";
@@ -153,9 +159,6 @@ pub(crate) const META_MATCH_KEYS: &str = "match_key_index";
 /// Meta key present once the consent index ([`crate::Index::Consent`]) holds every customer's
 /// entries; a store written before that index existed gets it built when next opened.
 pub(crate) const META_CONSENT_INDEX: &str = "consent_index";
-/// Present once the postings are kept as runs of ids per value ([`postings`]); a store without
-/// it has the older one-key-per-posting table, moved into runs when opened.
-pub(crate) const META_POSTING_LISTS: &str = "posting_lists";
 
 /// Wraps a redb error as a storage error, keeping it as the source.
 pub(crate) fn storage(e: impl Into<redb::Error>) -> Error {
@@ -457,7 +460,7 @@ fn initialise(
         crypt = crypt::initialise(&mut meta, keys, found.is_none(), key_cache)?;
         match found.as_deref() {
             None => {
-                meta.insert(META_FORMAT, [codec::FORMAT_VERSION].as_slice())
+                meta.insert(META_FORMAT, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(storage)?;
                 meta.insert(META_NEXT_ID, 1u64.to_le_bytes().as_slice())
                     .map_err(storage)?;
@@ -469,23 +472,22 @@ fn initialise(
                     .map_err(storage)?;
                 meta.insert(META_CONSENT_INDEX, [1u8].as_slice())
                     .map_err(storage)?;
-                meta.insert(META_POSTING_LISTS, [1u8].as_slice())
+            }
+            Some([v]) if *v == STORE_FORMAT_VERSION => {}
+            // Version 1 kept a key per posting: move them into runs first, since the index
+            // builds below write runs.
+            Some([1]) => {
+                postings::migrate(&txn)?;
+                meta.insert(META_FORMAT, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(storage)?;
             }
-            Some([v]) if *v == codec::FORMAT_VERSION => {}
             Some([v]) => {
                 return Err(Error::new(ErrorKind::FormatVersion {
                     found: *v,
-                    supported: codec::FORMAT_VERSION,
+                    supported: STORE_FORMAT_VERSION,
                 }));
             }
             Some(_) => return Err(Error::corrupted("format version", "not one byte")),
-        }
-        // The layout of the postings first: the index builds below write the new one.
-        if meta.get(META_POSTING_LISTS).map_err(storage)?.is_none() {
-            postings::migrate(&txn)?;
-            meta.insert(META_POSTING_LISTS, [1u8].as_slice())
-                .map_err(storage)?;
         }
         let mut recount = meta
             .get(META_VALUE_COUNTS)

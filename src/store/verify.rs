@@ -56,9 +56,10 @@ pub enum Problem {
         /// The customer the index names.
         found: CustomerId,
     },
-    /// An index key that cannot be read.
+    /// Index entries that cannot be read: a run of postings that is not whole, ascending ids
+    /// starting at its key's, or that overlaps the run before it.
     MalformedEntry {
-        /// The key bytes.
+        /// The run's key bytes.
         key: Vec<u8>,
     },
     /// The next id to allocate is not above every stored id, so an id could be reused.

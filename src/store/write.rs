@@ -779,12 +779,19 @@ impl WriteTxn {
         let mut deltas: Vec<(Vec<u8>, i64)> = Vec::new();
         {
             let mut postings = self.txn.open_table(POSTINGS).map_err(storage)?;
-            super::postings::apply(&mut postings, b.postings.settled(), &mut |value, step| {
-                if posting_tag(value).is_some_and(index::counts_values) {
-                    deltas.push((value.to_vec(), step));
-                }
-                Ok(())
-            })?;
+            // Ids from the transaction's first new one up are new customers'.
+            let fresh = self.next_id.stored;
+            super::postings::apply(
+                &mut postings,
+                b.postings.settled(),
+                fresh,
+                &mut |value, step| {
+                    if posting_tag(value).is_some_and(index::counts_values) {
+                        deltas.push((value.to_vec(), step));
+                    }
+                    Ok(())
+                },
+            )?;
         }
         for (tag, delta) in std::mem::take(&mut b.presence) {
             if delta != 0 {
@@ -1089,7 +1096,9 @@ pub(crate) fn decode_count(bytes: &[u8]) -> Result<u64> {
         .map_err(|_| crate::Error::corrupted("value count", "not 8 bytes"))
 }
 
-/// Rewrites `counts` from `postings` (for a store made before counts were kept).
+/// Rewrites `counts` from `postings` (for a store made before counts were kept). Damaged
+/// runs are left out, for `verify()` to report: a recount runs when a store is opened, which
+/// damage to derived data must not stop.
 pub(crate) fn rebuild_value_counts(
     postings: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
     counts: &mut redb::Table<&'static [u8], &'static [u8]>,
@@ -1097,32 +1106,29 @@ pub(crate) fn rebuild_value_counts(
     counts.retain(|_, _| false).map_err(storage)?;
     let mut presence: BTreeMap<u16, std::collections::HashSet<u64>> = BTreeMap::new();
     let mut current: Option<(Vec<u8>, u64)> = None;
-    super::postings::for_each_run(
+    super::postings::audit(
         postings,
-        (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded),
-        &mut |value, ids| {
-            let Some(tag) = posting_tag(value) else {
+        &mut |key| {
+            let Some((tag, id)) = index::split_posting(key) else {
                 return Ok(());
             };
-            presence
-                .entry(tag)
-                .or_default()
-                .extend(super::postings::ids(ids));
+            presence.entry(tag).or_default().insert(id);
             if !index::counts_values(tag) {
                 return Ok(());
             }
-            let n = (ids.len() / 8) as u64;
+            let value = posting_value(key);
             match &mut current {
-                Some((v, c)) if v.as_slice() == value => *c += n,
+                Some((v, n)) if v.as_slice() == value => *n += 1,
                 _ => {
                     if let Some(done) = current.take() {
                         put_count(counts, &done.0, done.1)?;
                     }
-                    current = Some((value.to_vec(), n));
+                    current = Some((value.to_vec(), 1));
                 }
             }
             Ok(())
         },
+        &mut |_, _| {},
     )?;
     if let Some(done) = current {
         put_count(counts, &done.0, done.1)?;

@@ -172,7 +172,7 @@ fn a_store_with_the_older_postings_layout_is_moved_into_runs() -> Result<()> {
         txn.delete_table(POSTINGS).unwrap();
         txn.open_table(META)
             .unwrap()
-            .remove("posting_lists")
+            .insert("format_version", [1u8].as_slice())
             .unwrap();
         txn.commit().unwrap();
     }
@@ -289,7 +289,7 @@ fn a_store_of_another_format_version_is_refused_on_open() -> Result<()> {
         err.kind(),
         &ErrorKind::FormatVersion {
             found: 99,
-            supported: customerdb::FORMAT_VERSION
+            supported: customerdb::STORE_FORMAT_VERSION
         }
     );
     Ok(())
@@ -417,5 +417,75 @@ fn counts_leave_out_nearly_distinct_indexes_and_old_rules_are_rebuilt_on_open() 
     assert_eq!(per_value, 0);
     // The count of customers with any creation time is still kept.
     assert!(counts.get(created_at.as_slice()).unwrap().is_some());
+    Ok(())
+}
+
+/// Rewrites the file at `path` as a store of version 1 had it (one key per posting in
+/// `postings`), plus the damaged keys `extra`.
+fn to_version_1(path: &std::path::Path, extra: &[&[u8]]) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let runs = txn.open_table(POSTINGS).unwrap();
+        let mut old = txn.open_table(LEGACY_POSTINGS).unwrap();
+        for item in runs.iter().unwrap() {
+            let (k, v) = item.unwrap();
+            let prefix = &k.value()[..k.value().len() - 8];
+            for id in v.value().chunks(8) {
+                old.insert([prefix, id].concat().as_slice(), ()).unwrap();
+            }
+        }
+        for k in extra {
+            old.insert(*k, ()).unwrap();
+        }
+    }
+    txn.delete_table(POSTINGS).unwrap();
+    txn.open_table(META)
+        .unwrap()
+        .insert("format_version", [1u8].as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn a_short_key_in_a_version_1_store_does_not_stop_it_opening() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    to_version_1(&path, &[b"\x00\x0a\x01"]);
+    let store = Store::open(&path)?;
+    let tx = store.begin_read()?;
+    assert_eq!(
+        tx.ids(&customerdb::Index::Tag, &customerdb::Scan::eq("t"))?
+            .len(),
+        3
+    );
+    assert!(store.verify()?.is_clean());
+    Ok(())
+}
+
+#[test]
+fn a_store_with_a_malformed_run_can_still_be_backed_up_and_restored_clean() -> Result<()> {
+    let (dir, path) = seeded()?;
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(POSTINGS).unwrap();
+            let (k, v) = t
+                .iter()
+                .unwrap()
+                .map(|i| i.unwrap())
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .find(|(k, v)| k.starts_with(&10u16.to_be_bytes()) && v.len() == 24)
+                .expect("the run of tag t");
+            let mut ids: Vec<&[u8]> = v.chunks(8).collect();
+            ids.reverse();
+            t.insert(k.as_slice(), ids.concat().as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    store.backup_to(dir.path().join("v.backup"))?;
+    let copy = Store::restore_from(dir.path().join("v.backup"), dir.path().join("copy.redb"))?;
+    assert!(copy.verify()?.is_clean());
     Ok(())
 }
