@@ -104,28 +104,32 @@ fn verify_finds_a_changed_index_value() -> Result<()> {
     Ok(())
 }
 
+/// Damages the store file at `path`: the run of tag "t" (every seeded customer has it) gets
+/// its ids in reverse order.
+fn reverse_the_tag_run(path: &std::path::Path) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(POSTINGS).unwrap();
+        let (k, v) = t
+            .iter()
+            .unwrap()
+            .map(|i| i.unwrap())
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .find(|(k, v)| k.starts_with(&10u16.to_be_bytes()) && v.len() == 24)
+            .expect("the run of tag t");
+        let mut ids: Vec<&[u8]> = v.chunks(8).collect();
+        ids.reverse();
+        t.insert(k.as_slice(), ids.concat().as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[test]
 fn verify_finds_a_malformed_run_of_postings_and_reads_refuse_it() -> Result<()> {
     // The tag run (every customer has tag "t"): its ids reversed.
     let (dir, path) = seeded()?;
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(POSTINGS).unwrap();
-            let (k, v) = t
-                .iter()
-                .unwrap()
-                .map(|i| i.unwrap())
-                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                .find(|(k, v)| k.starts_with(&10u16.to_be_bytes()) && v.len() == 24)
-                .expect("the run of tag t");
-            let mut ids: Vec<&[u8]> = v.chunks(8).collect();
-            ids.reverse();
-            t.insert(k.as_slice(), ids.concat().as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    reverse_the_tag_run(&path);
     let store = Store::open(&path)?;
     let problems = store.verify()?.problems;
     assert!(
@@ -154,28 +158,7 @@ fn a_store_with_the_older_postings_layout_is_moved_into_runs() -> Result<()> {
         tx.ids(&customerdb::Index::Tag, &customerdb::Scan::eq("t"))?
     };
     assert_eq!(before.len(), 3);
-    {
-        // Rewrite the file as the older layout had it.
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let runs = txn.open_table(POSTINGS).unwrap();
-            let mut old = txn.open_table(LEGACY_POSTINGS).unwrap();
-            for item in runs.iter().unwrap() {
-                let (k, v) = item.unwrap();
-                let prefix = &k.value()[..k.value().len() - 8];
-                for id in v.value().chunks(8) {
-                    old.insert([prefix, id].concat().as_slice(), ()).unwrap();
-                }
-            }
-        }
-        txn.delete_table(POSTINGS).unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("format_version", [1u8].as_slice())
-            .unwrap();
-        txn.commit().unwrap();
-    }
+    to_version_1(&path, &[]);
     let store = Store::open(&path)?;
     let report = store.verify()?;
     assert!(report.is_clean(), "{:?}", report.problems);
@@ -465,24 +448,7 @@ fn a_short_key_in_a_version_1_store_does_not_stop_it_opening() -> Result<()> {
 #[test]
 fn a_store_with_a_malformed_run_can_still_be_backed_up_and_restored_clean() -> Result<()> {
     let (dir, path) = seeded()?;
-    {
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut t = txn.open_table(POSTINGS).unwrap();
-            let (k, v) = t
-                .iter()
-                .unwrap()
-                .map(|i| i.unwrap())
-                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                .find(|(k, v)| k.starts_with(&10u16.to_be_bytes()) && v.len() == 24)
-                .expect("the run of tag t");
-            let mut ids: Vec<&[u8]> = v.chunks(8).collect();
-            ids.reverse();
-            t.insert(k.as_slice(), ids.concat().as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    reverse_the_tag_run(&path);
     let store = Store::open(&path)?;
     store.backup_to(dir.path().join("v.backup"))?;
     let copy = Store::restore_from(dir.path().join("v.backup"), dir.path().join("copy.redb"))?;
