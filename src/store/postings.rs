@@ -163,16 +163,24 @@ pub(crate) fn for_each_key(
     for_each_run(
         table,
         (Bound::Unbounded, Bound::Unbounded),
-        &mut |prefix, value| {
-            for id in ids(value) {
-                key.clear();
-                key.extend_from_slice(prefix);
-                key.extend_from_slice(&id.to_be_bytes());
-                f(&key)?;
-            }
-            Ok(())
-        },
+        &mut |prefix, value| each_key(&mut key, prefix, value, f),
     )
+}
+
+/// Feeds `f` the posting key (`prefix ++ id`) of each whole id in `value`, built in `key`.
+fn each_key(
+    key: &mut Vec<u8>,
+    prefix: &[u8],
+    value: &[u8],
+    f: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    for id in ids(value) {
+        key.clear();
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(&id.to_be_bytes());
+        f(key)?;
+    }
+    Ok(())
 }
 
 /// Feeds `f` the posting key (`prefix ++ id`) of every whole id of every run, run by run,
@@ -186,14 +194,8 @@ pub(crate) fn for_each_stored_key(
     let mut key = Vec::new();
     for item in table.iter().map_err(storage)? {
         let (k, v) = item.map_err(storage)?;
-        let Some((prefix, _)) = split(k.value()) else {
-            continue;
-        };
-        for id in ids(v.value()) {
-            key.clear();
-            key.extend_from_slice(prefix);
-            key.extend_from_slice(&id.to_be_bytes());
-            f(&key)?;
+        if let Some((prefix, _)) = split(k.value()) {
+            each_key(&mut key, prefix, v.value(), f)?;
         }
     }
     Ok(())
@@ -226,14 +228,9 @@ pub(crate) fn audit(
             bad(run, "overlaps the run before it");
             continue;
         }
-        let mut newest = first;
-        for id in ids(value) {
-            key.clear();
-            key.extend_from_slice(prefix);
-            key.extend_from_slice(&id.to_be_bytes());
-            good(&key)?;
-            newest = id;
-        }
+        each_key(&mut key, prefix, value, good)?;
+        // Checked ascending: the last id is the largest.
+        let newest = ids(value).last().unwrap_or(first);
         match &mut last {
             Some((p, l)) if p.as_slice() == prefix => *l = newest,
             _ => last = Some((prefix.to_vec(), newest)),
@@ -297,20 +294,49 @@ fn runs_after(
             Bound::Included(hi.as_slice()),
         ))
         .map_err(storage)?;
-    let mut read = || -> Result<Option<Run>> {
-        let Some(item) = range.next() else {
-            return Ok(None);
-        };
-        let (k, v) = item.map_err(storage)?;
-        let first = checked_first(prefix, k.value(), v.value())?;
-        Ok(Some((first, v.value().to_vec())))
+    let Some(item) = range.next() else {
+        return Ok((None, None));
     };
-    let run = read()?;
-    let next = match run {
-        Some(_) => read()?.map(|(first, _)| first),
-        None => None,
-    };
-    Ok((run, next))
+    let (k, v) = item.map_err(storage)?;
+    let run = (
+        checked_first(prefix, k.value(), v.value())?,
+        v.value().to_vec(),
+    );
+    // Of the run after it only the first id is wanted: it is not read or copied.
+    let next = range
+        .next()
+        .map(|item| first_of(prefix, item.map_err(storage)?.0.value()))
+        .transpose()?;
+    Ok((Some(run), next))
+}
+
+/// The first id of the run of `prefix` starting after `id`, from its key alone.
+fn next_first(
+    table: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    prefix: &[u8],
+    id: u64,
+) -> Result<Option<u64>> {
+    let (lo, hi) = (run_key(prefix, id), run_key(prefix, u64::MAX));
+    table
+        .range::<&[u8]>((
+            Bound::Excluded(lo.as_slice()),
+            Bound::Included(hi.as_slice()),
+        ))
+        .map_err(storage)?
+        .next()
+        .map(|item| first_of(prefix, item.map_err(storage)?.0.value()))
+        .transpose()
+}
+
+/// The first id in the run key `key` of `prefix`; `Corrupted` if the key is another value's.
+fn first_of(prefix: &[u8], key: &[u8]) -> Result<u64> {
+    match split(key) {
+        Some((p, first)) if p == prefix => Ok(first),
+        _ => Err(Error::corrupted(
+            "index entry",
+            "a run key inside a value is not of that value",
+        )),
+    }
 }
 
 /// Whether the posting `key` (`prefix ++ id`) is stored.
@@ -395,10 +421,7 @@ fn apply_value(
         let (base, next) = match floor_run(&*table, prefix, id)? {
             // One change needs no bound: it falls in its floor run.
             Some(run) if alone => (Some(run), None),
-            Some(run) => {
-                let (after, _) = runs_after(&*table, prefix, id)?;
-                (Some(run), after.map(|(first, _)| first))
-            }
+            Some(run) => (Some(run), next_first(&*table, prefix, id)?),
             // Below every run: join the first run, unless this is a new customer's id added
             // alone (see `apply`), or a removal (nothing to remove).
             None if alone && (!insert || id >= fresh_from) => (None, None),
