@@ -822,7 +822,15 @@ pub(crate) fn consent_ranges(purpose: &str, channel: Channel, now: DateTime<Utc>
 /// spans more values than the planner would sum). The count of customers with any value (the
 /// key of the tag alone) is kept for every index.
 pub(crate) fn counts_values(tag: u16) -> bool {
-    !matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY | TAG_CONSENT)
+    !sparse(tag) && tag != TAG_CONSENT
+}
+
+/// Whether the values of index `tag` are nearly all distinct: the times and the match keys
+/// (see [`counts_values`]). A new customer's id added alone to such a value is written as a
+/// run of its own without reading the value's runs (see `store::postings::apply`): the value
+/// seldom has any, and reading them would cost a B-tree step per posting written.
+pub(crate) fn sparse(tag: u16) -> bool {
+    matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY)
 }
 
 /// Tag of the first metric index; metric tags run from it to 21.

@@ -779,7 +779,7 @@ fn catch_up(target: &redb::Database, crypt: Option<&Crypt>, src: &ReadTxn) -> Re
             keys.sort_unstable();
             keys.dedup();
             let ops = keys.iter().map(|k| (k.as_slice(), insert));
-            super::postings::apply(&mut postings, ops, u64::MAX, &mut |_, _| Ok(()))
+            super::postings::apply(&mut postings, ops, u64::MAX, &mut |_, _, _| Ok(()))
         };
         let mut uniques = w.open_table(UNIQUES).map_err(storage)?;
         let mut metrics = w.open_table(Table::Metrics.def()).map_err(storage)?;

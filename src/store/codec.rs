@@ -37,6 +37,45 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
     Ok(value)
 }
 
+/// The encoding of `value` without the version byte: a part of a value for
+/// [`with_last_part`].
+pub(crate) fn encode_part<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| Error::corrupted("value (while encoding)", e))
+}
+
+/// `bytes`, a value [`encode`]d with its last field an empty sequence, as [`encode`] makes it
+/// with that field's encoding `part` (from [`encode_part`]) instead: an empty sequence is its
+/// length, the one byte 0, and the last field is the end of the value.
+pub(crate) fn with_last_part(mut bytes: Vec<u8>, part: &[u8]) -> Result<Vec<u8>> {
+    if bytes.len() < 2 || bytes.pop() != Some(0) {
+        return Err(Error::corrupted(
+            "value (while encoding)",
+            "the last field is not an empty sequence",
+        ));
+    }
+    bytes.extend_from_slice(part);
+    Ok(bytes)
+}
+
+/// `bytes`, a [`Record`](crate::model::Record) [`encode`]d with id 0, as [`encode`] makes it
+/// with id `id`. A record's encoding is the version byte, its id (the first field, a postcard
+/// varint: 0 is the one byte 0) and the rest, so this is a splice, not a second encoding: a
+/// bulk insert encodes its records on other threads before the ids are handed out.
+pub(crate) fn with_record_id(bytes: &[u8], id: u64) -> Result<Vec<u8>> {
+    let [version, 0, rest @ ..] = bytes else {
+        return Err(Error::corrupted(
+            "record (while encoding)",
+            "not encoded with id 0",
+        ));
+    };
+    let mut out = Vec::with_capacity(bytes.len() + 9);
+    out.push(*version);
+    let mut out = postcard::to_extend(&id, out)
+        .map_err(|e| Error::corrupted("record (while encoding)", e))?;
+    out.extend_from_slice(rest);
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +128,35 @@ mod tests {
         };
         let bytes = encode(&rec).unwrap();
         assert_eq!(decode::<Record>(&bytes, "record").unwrap(), rec);
+    }
+
+    #[test]
+    fn a_record_stamped_with_its_id_is_the_record_encoded_with_it() {
+        let c = Customer::builder()
+            .name("Grace Hopper")
+            .email("grace@navy.example.mil")
+            .build()
+            .unwrap();
+        let t = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let rec = |id| Record {
+            id: crate::CustomerId::from_u64(id),
+            created_at: t,
+            updated_at: t,
+            revision: 1,
+            customer: c.clone(),
+        };
+        let unstamped = encode(&rec(0)).unwrap();
+        // Every varint length, its edges included.
+        for id in [0, 1, 127, 128, 16_383, 16_384, 1 << 35, u64::MAX] {
+            assert_eq!(
+                with_record_id(&unstamped, id).unwrap(),
+                encode(&rec(id)).unwrap(),
+                "id {id}"
+            );
+        }
+        let stamped = encode(&rec(5)).unwrap();
+        assert!(with_record_id(&stamped, 6).is_err());
+        assert!(with_record_id(&[], 6).is_err());
     }
 
     proptest! {

@@ -206,7 +206,8 @@ struct Stored<'a> {
     actor: Option<&'a str>,
     customer: Option<CustomerId>,
     operation: Operation,
-    fields: Vec<(&'a str, Option<&'a str>, Option<&'a str>)>,
+    /// Last: [`encode_with_fields`] relies on it.
+    fields: StoredFields<'a>,
 }
 
 /// The stored form read back: the same layout as [`Stored`], each field decoded straight into
@@ -257,26 +258,51 @@ impl<'de> Deserialize<'de> for StoredField {
 }
 
 pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
-    fn text(v: Option<&Json>) -> Option<&str> {
-        v.map(Json::as_str)
-    }
     super::codec::encode(&Stored {
         at: c.at,
         actor: c.actor.as_deref(),
         customer: c.customer,
         operation: c.operation,
-        fields: c
-            .fields
-            .iter()
-            .map(|f| {
-                (
-                    f.field.as_ref(),
-                    text(f.before.as_ref()),
-                    text(f.after.as_ref()),
-                )
-            })
-            .collect(),
+        fields: stored_fields(&c.fields),
     })
+}
+
+/// The fields of a change as [`encode`] writes them, alone: a bulk insert encodes them on the
+/// thread that standardised the customer, and [`encode_with_fields`] puts them in place.
+pub(crate) fn encode_fields(fields: &[FieldChange]) -> Result<Vec<u8>> {
+    super::codec::encode_part(&stored_fields(fields))
+}
+
+/// What [`encode`] makes of `c` with the fields `fields` (from [`encode_fields`]) instead of
+/// its own.
+pub(crate) fn encode_with_fields(c: &Change, fields: &[u8]) -> Result<Vec<u8>> {
+    let head = super::codec::encode(&Stored {
+        at: c.at,
+        actor: c.actor.as_deref(),
+        customer: c.customer,
+        operation: c.operation,
+        // The last field.
+        fields: Vec::new(),
+    })?;
+    super::codec::with_last_part(head, fields)
+}
+
+type StoredFields<'a> = Vec<(&'a str, Option<&'a str>, Option<&'a str>)>;
+
+fn stored_fields(fields: &[FieldChange]) -> StoredFields<'_> {
+    fn text(v: Option<&Json>) -> Option<&str> {
+        v.map(Json::as_str)
+    }
+    fields
+        .iter()
+        .map(|f| {
+            (
+                f.field.as_ref(),
+                text(f.before.as_ref()),
+                text(f.after.as_ref()),
+            )
+        })
+        .collect()
 }
 
 /// Decodes history entry `seq`, opening a sealed one (an encrypted store's entry about a
@@ -513,6 +539,28 @@ mod tests {
             customer: Some(CustomerId::from_u64(1)),
             operation,
             fields,
+        }
+    }
+
+    #[test]
+    fn fields_encoded_apart_give_the_same_entry() {
+        let c = Customer::builder()
+            .name("Ada Lovelace")
+            .email("ada@example.com")
+            .tag("vip")
+            .build()
+            .unwrap();
+        let fields = diff_texts(&FieldTexts::new(), &field_texts(&c).unwrap());
+        assert!(fields.len() > 2);
+        for fields in [fields, Vec::new()] {
+            let whole = change(7, Operation::Insert, fields.clone());
+            let apart = change(7, Operation::Insert, Vec::new());
+            let bytes = encode_with_fields(&apart, &encode_fields(&fields).unwrap()).unwrap();
+            assert_eq!(bytes, encode(&whole).unwrap());
+            assert_eq!(
+                decode(7, &bytes, false, &|_| unreachable!()).unwrap(),
+                whole
+            );
         }
     }
 

@@ -6,8 +6,8 @@
 //! the transaction always sees its own writes. Applying entries in key order touches each B-tree
 //! page once per flush instead of once per entry, which is what makes bulk loads fast.
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use redb::{ReadableTable, ReadableTableMetadata};
@@ -86,11 +86,13 @@ struct Buffers {
     postings: PostingLog,
     /// Per index tag, the change in how many customers have any value for it.
     presence: BTreeMap<u16, i64>,
-    uniques: BTreeMap<Vec<u8>, Option<u64>>,
+    /// Unique keys, hashed: every insert looks its keys up here, and the flush sorts them.
+    uniques: HashMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
     raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()],
-    /// History entries not yet written, in sequence order.
-    changes: Vec<Change>,
+    /// History entries not yet written, in sequence order, each with its fields encoded
+    /// already where they were (see [`history::encode_fields`]; the change's own are empty).
+    changes: Vec<(Change, Option<Vec<u8>>)>,
 }
 
 /// Posting changes, their keys packed in one buffer: a bulk load stages hundreds of thousands,
@@ -106,6 +108,8 @@ struct PostingLog {
 /// removes the posting, and its order among the changes.
 #[derive(Clone, Copy)]
 struct PostingOp {
+    /// The key's first 8 bytes (zero-padded), big-endian: most comparisons end here.
+    head: u64,
     start: usize,
     len: u32,
     order: u32,
@@ -121,7 +125,11 @@ impl PostingLog {
         // Keys are index values of bounded length and the log is applied at
         // `FLUSH_THRESHOLD` changes, far below either bound.
         debug_assert!(key.len() < u32::MAX as usize && self.ops.len() < u32::MAX as usize);
+        let mut head = [0u8; 8];
+        let n = key.len().min(8);
+        head[..n].copy_from_slice(&key[..n]);
         self.ops.push(PostingOp {
+            head: u64::from_be_bytes(head),
             start: self.keys.len(),
             len: key.len() as u32,
             order: self.ops.len() as u32,
@@ -138,7 +146,13 @@ impl PostingLog {
     /// The changes that stand, in key order: of several to one key, the last made.
     fn settled(&mut self) -> impl Iterator<Item = (&[u8], bool)> {
         let mut ops = std::mem::take(&mut self.ops);
-        ops.sort_unstable_by(|a, b| self.key(*a).cmp(self.key(*b)).then(a.order.cmp(&b.order)));
+        // Equal heads compare the whole keys: a shorter key padded with zeros may tie.
+        ops.sort_unstable_by(|a, b| {
+            a.head
+                .cmp(&b.head)
+                .then_with(|| self.key(*a).cmp(self.key(*b)))
+                .then(a.order.cmp(&b.order))
+        });
         let this = &*self;
         let mut ops = ops.into_iter().peekable();
         std::iter::from_fn(move || {
@@ -200,6 +214,9 @@ pub struct WriteTxn {
     txn: redb::WriteTransaction,
     buf: RefCell<Buffers>,
     next_id: Counter,
+    /// No posting of an id from here up is stored: the next id when postings were last
+    /// written (see [`super::postings::apply`]).
+    unwritten_from: Cell<u64>,
     pub(super) next_seq: Counter,
     pub(super) next_activity: Counter,
     schema: RefCell<Option<Arc<Schema>>>,
@@ -256,6 +273,7 @@ impl WriteTxn {
             txn,
             buf: RefCell::new(Buffers::default()),
             next_id: Counter::new(next_id),
+            unwritten_from: Cell::new(next_id),
             next_seq: Counter::new(next_seq),
             next_activity: Counter::new(next_activity),
             schema: RefCell::new(None),
@@ -318,6 +336,20 @@ impl WriteTxn {
         operation: Operation,
         fields: Vec<FieldChange>,
     ) {
+        self.log_fields(at, customer, operation, InsertFields::Made(fields));
+    }
+
+    fn log_fields(
+        &mut self,
+        at: chrono::DateTime<chrono::Utc>,
+        customer: Option<CustomerId>,
+        operation: Operation,
+        fields: InsertFields,
+    ) {
+        let (fields, encoded) = match fields {
+            InsertFields::Made(f) => (f, None),
+            InsertFields::Encoded(e) => (Vec::new(), Some(e)),
+        };
         let change = Change {
             seq: self.next_seq.take(),
             at,
@@ -326,7 +358,7 @@ impl WriteTxn {
             operation,
             fields,
         };
-        self.buf.borrow_mut().changes.push(change);
+        self.buf.borrow_mut().changes.push((change, encoded));
     }
 
     /// Inserts a new customer and returns the id the store allocated.
@@ -338,36 +370,59 @@ impl WriteTxn {
     /// written then.
     pub fn insert(&mut self, customer: impl IntoCustomer) -> Result<CustomerId> {
         let customer = customer.into_customer(self.region)?;
-        let fields = inserted_fields(&customer);
-        self.insert_standardised(customer, fields)
+        let prepared = self.preparer((self.clock)())?.prepare(customer);
+        self.insert_prepared(prepared)
     }
 
-    /// [`WriteTxn::insert`] of a standardised customer whose history field changes
-    /// ([`inserted_fields`]) are already computed, perhaps on another thread.
-    pub(super) fn insert_standardised(
-        &mut self,
-        customer: Customer,
-        fields: Result<Vec<FieldChange>>,
-    ) -> Result<CustomerId> {
-        self.check_suppressed(&customer)?;
-        let schema = self.schema_arc()?;
-        schema.check(&customer.attributes)?;
-        let id = CustomerId::from_u64(self.next_id.peek());
-        let now = (self.clock)();
-        let rec = Record {
-            id,
-            created_at: now,
-            updated_at: now,
-            revision: 1,
+    /// What prepares customers for inserting at `now` (see [`Preparer`]).
+    pub(super) fn preparer(&self, now: chrono::DateTime<chrono::Utc>) -> Result<Preparer> {
+        Ok(Preparer {
+            schema: self.schema_arc()?,
+            now,
+            plain: self.crypt.is_none(),
+            suppressing: self.suppression_key().is_some(),
+            publishing: self.publish.is_some(),
+        })
+    }
+
+    /// [`WriteTxn::insert`] of a customer [`Preparer::prepare`] made ready, perhaps on another
+    /// thread. The checks run in `insert`'s order, so the error is the one it would give.
+    pub(super) fn insert_prepared(&mut self, prepared: Prepared) -> Result<CustomerId> {
+        let Prepared {
             customer,
+            now,
+            checked,
+            fields,
+        } = prepared;
+        if let Some(c) = &customer {
+            self.check_suppressed(c)?;
+        }
+        let id = CustomerId::from_u64(self.next_id.peek());
+        let (new, bytes) = if let Some((entries, bytes)) = checked? {
+            let new = with_id(entries, id);
+            self.check_uniques(id, &new, None)?;
+            (new, codec::with_record_id(&bytes, id.as_u64())?)
+        } else {
+            // An encrypted store blinds the entries and seals the record under a data key
+            // made for the id, after the checks. The customer was kept for this.
+            let customer = customer.ok_or_else(|| {
+                Error::corrupted("customer (while inserting)", "not kept for sealing")
+            })?;
+            let rec = Record {
+                id,
+                created_at: now,
+                updated_at: now,
+                revision: 1,
+                customer,
+            };
+            let new = self.entries(&rec, &*self.schema_arc()?);
+            self.check_uniques(id, &new, None)?;
+            (new, self.encode_record(&rec)?)
         };
-        let new = self.entries(&rec, &schema);
-        self.check_uniques(id, &new, None)?;
-        let bytes = self.encode_record(&rec)?;
         let changed = fields?;
         self.next_id.take();
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
-        self.log(now, Some(id), Operation::Insert, changed);
+        self.log_fields(now, Some(id), Operation::Insert, changed);
         Ok(id)
     }
 
@@ -479,7 +534,16 @@ impl WriteTxn {
     /// encrypted store. An entry about a customer without a data key (the `Erased` entry
     /// written after its key was destroyed) carries no fields and is stored plain.
     pub(super) fn encode_change(&self, c: &Change) -> Result<Vec<u8>> {
-        let bytes = history::encode(c)?;
+        self.encode_change_with(c, None)
+    }
+
+    /// [`WriteTxn::encode_change`] of `c` with the `fields` encoded apart, if given, instead
+    /// of its own.
+    fn encode_change_with(&self, c: &Change, fields: Option<&[u8]>) -> Result<Vec<u8>> {
+        let bytes = match fields {
+            Some(f) => history::encode_with_fields(c, f)?,
+            None => history::encode(c)?,
+        };
         let (Some(crypt), Some(id)) = (&self.crypt, c.customer) else {
             return Ok(bytes);
         };
@@ -488,7 +552,7 @@ impl WriteTxn {
             let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
             keys.get(id).map_err(storage)?.map(|v| v.value().to_vec())
         };
-        if wrapped.is_none() && c.fields.is_empty() {
+        if wrapped.is_none() && c.fields.is_empty() && fields.is_none() {
             return Ok(bytes);
         }
         let key = super::crypt::data_key_of(crypt, id, wrapped.as_deref())?;
@@ -775,27 +839,28 @@ impl WriteTxn {
                 };
             }
         }
-        // Each index value's change in postings, in key order (postings are sorted).
-        let mut deltas: Vec<(Vec<u8>, i64)> = Vec::new();
+        // Each index value's change in postings, in key order (postings are sorted), and
+        // whether the value is new.
+        let mut deltas: Vec<(Vec<u8>, i64, bool)> = Vec::new();
         {
             let mut postings = self.txn.open_table(POSTINGS).map_err(storage)?;
-            // Ids from the transaction's first new one up are new customers'.
-            let fresh = self.next_id.stored;
             super::postings::apply(
                 &mut postings,
                 b.postings.settled(),
-                fresh,
-                &mut |value, step| {
+                self.unwritten_from.get(),
+                &mut |value, step, new| {
                     if posting_tag(value).is_some_and(index::counts_values) {
-                        deltas.push((value.to_vec(), step));
+                        deltas.push((value.to_vec(), step, new));
                     }
                     Ok(())
                 },
             )?;
+            // Every staged posting's id is below the next id.
+            self.unwritten_from.set(self.next_id.peek());
         }
         for (tag, delta) in std::mem::take(&mut b.presence) {
             if delta != 0 {
-                deltas.push((tag.to_be_bytes().to_vec(), delta));
+                deltas.push((tag.to_be_bytes().to_vec(), delta, false));
             }
         }
         if !deltas.is_empty() {
@@ -803,21 +868,23 @@ impl WriteTxn {
                 .txn
                 .open_table(Table::ValueCounts.def())
                 .map_err(storage)?;
-            for (value, delta) in deltas {
-                add_count(&mut counts, &value, delta)?;
+            for (value, delta, new) in deltas {
+                add_count(&mut counts, &value, delta, new)?;
             }
         }
         {
             let mut uniques = self.txn.open_table(UNIQUES).map_err(storage)?;
-            for (k, v) in &b.uniques {
+            let mut sorted: Vec<_> = b.uniques.iter().collect();
+            sorted.sort_unstable_by(|x, y| x.0.cmp(y.0));
+            for (k, v) in sorted {
                 match v {
                     Some(id) => uniques.insert(k.as_slice(), id).map_err(storage)?,
                     None => uniques.remove(k.as_slice()).map_err(storage)?,
                 };
             }
         }
-        for c in &b.changes {
-            let bytes = self.encode_change(c)?;
+        for (c, fields) in &b.changes {
+            let bytes = self.encode_change_with(c, fields.as_deref())?;
             b.raw[Table::History as usize].insert(c.seq.to_be_bytes().to_vec(), Some(bytes));
             if let Some(customer) = c.customer {
                 let mut k = customer.as_u64().to_be_bytes().to_vec();
@@ -838,7 +905,10 @@ impl WriteTxn {
             }
         }
         if let Some(publish) = &self.publish {
-            publish.borrow_mut().extend(b.changes);
+            // Nothing encodes fields apart while there are subscribers (see `Preparer`).
+            publish
+                .borrow_mut()
+                .extend(b.changes.into_iter().map(|(c, _)| c));
         }
         Ok(())
     }
@@ -1014,6 +1084,87 @@ pub(super) fn inserted_fields(customer: &Customer) -> Result<Vec<FieldChange>> {
     ))
 }
 
+/// Prepares customers for inserting at one time, on any thread: a bulk insert runs it on
+/// every core (see `insert_many`), so that the writing thread only checks, stages and writes.
+pub(super) struct Preparer {
+    schema: Arc<Schema>,
+    now: chrono::DateTime<chrono::Utc>,
+    /// Not an encrypted store: entries and record can be made without the tables.
+    plain: bool,
+    /// The store checks inserts against suppressed contacts, which needs the customer.
+    suppressing: bool,
+    /// Subscribers get the committed changes, which need their fields as made.
+    publishing: bool,
+}
+
+/// An insert's history field changes: as made, or already encoded for the history table.
+pub(super) enum InsertFields {
+    Made(Vec<FieldChange>),
+    Encoded(Vec<u8>),
+}
+
+/// A customer [`Preparer::prepare`] made ready for [`WriteTxn::insert_prepared`].
+pub(super) struct Prepared {
+    /// Unless nothing more needs it: then it is freed on the thread that made it, which costs
+    /// the writing thread nothing (the allocator frees across threads slowly).
+    customer: Option<Customer>,
+    now: chrono::DateTime<chrono::Utc>,
+    /// The schema check's outcome and, in a plain store, the index entries and the stored
+    /// record, both made with id 0 for [`with_id`] and [`codec::with_record_id`] to stamp.
+    checked: Result<Option<(Entries, Vec<u8>)>>,
+    /// The history field changes ([`inserted_fields`]), encoded in a plain store that has no
+    /// subscribers.
+    fields: Result<InsertFields>,
+}
+
+impl Preparer {
+    /// Does for `customer` what inserting it needs neither the tables nor its id for.
+    pub(super) fn prepare(&self, customer: Customer) -> Prepared {
+        let fields = inserted_fields(&customer).and_then(|f| {
+            if self.plain && !self.publishing {
+                history::encode_fields(&f).map(InsertFields::Encoded)
+            } else {
+                Ok(InsertFields::Made(f))
+            }
+        });
+        let (now, checked) = (self.now, self.schema.check(&customer.attributes));
+        if checked.is_err() || !self.plain {
+            return Prepared {
+                customer: Some(customer),
+                now,
+                checked: checked.map(|()| None),
+                fields,
+            };
+        }
+        let rec = Record {
+            id: CustomerId::from_u64(0),
+            created_at: now,
+            updated_at: now,
+            revision: 1,
+            customer,
+        };
+        let entries = index::entries(&rec, &self.schema);
+        let checked = codec::encode(&rec).map(|bytes| Some((entries, bytes)));
+        Prepared {
+            customer: self.suppressing.then_some(rec.customer),
+            now,
+            checked,
+            fields,
+        }
+    }
+}
+
+/// `entries`, made for id 0, for customer `id`: a posting key ends with the id, and with one
+/// id for all their order is the same.
+fn with_id(mut entries: Entries, id: CustomerId) -> Entries {
+    for k in &mut entries.postings {
+        if let Some(at) = k.last_chunk_mut::<8>() {
+            *at = id.as_u64().to_be_bytes();
+        }
+    }
+    entries
+}
+
 /// Stages the posting changes from `old` to `new`: both sorted, so they are walked together and
 /// only what differs is staged.
 fn stage_posting_diff(out: &mut PostingLog, old: &[Vec<u8>], new: &[Vec<u8>]) {
@@ -1068,15 +1219,21 @@ pub(crate) fn posting_value(k: &[u8]) -> &[u8] {
     &k[..k.len().saturating_sub(8)]
 }
 
-/// Adds `delta` to the count of `value`, removing the entry when it reaches zero.
+/// Adds `delta` to the count of `value`, removing the entry when it reaches zero. A `new`
+/// value (one that had no posting) has no count to read.
 fn add_count(
     counts: &mut redb::Table<&'static [u8], &'static [u8]>,
     value: &[u8],
     delta: i64,
+    new: bool,
 ) -> Result<()> {
-    let old = match counts.get(value).map_err(storage)? {
-        Some(v) => decode_count(v.value())?,
-        None => 0,
+    let old = if new {
+        0
+    } else {
+        match counts.get(value).map_err(storage)? {
+            Some(v) => decode_count(v.value())?,
+            None => 0,
+        }
     };
     let new = old
         .checked_add_signed(delta)

@@ -389,6 +389,92 @@ fn a_transaction_keeps_the_store_open_after_the_last_handle_is_dropped() -> Resu
 }
 
 #[test]
+fn insert_many_equals_insert_in_encrypted_subscribed_and_suppressing_stores() -> Result<()> {
+    use customerdb::crypt::{Keys, MasterKey};
+    use customerdb::{Notification, Suppress};
+    let sample = customerdb::sample::generate(12, 300);
+    let suppressed = "suppressed@example.com";
+    let kinds = ["encrypted", "subscribed", "suppressing"];
+    for kind in kinds {
+        let builder = || match kind {
+            "encrypted" => Store::builder().encryption(Keys::new(
+                1,
+                MasterKey::from_bytes(&[7; 32]).expect("a key"),
+            )),
+            "suppressing" => Store::builder().suppression_key(b"host-held key".to_vec()),
+            _ => Store::builder(),
+        };
+        let (one, many) = (builder().in_memory()?, builder().in_memory()?);
+        let (mut heard, mut many_ids) = (Vec::new(), Vec::new());
+        for (store, bulk) in [(&one, false), (&many, true)] {
+            let gone = {
+                let mut tx = store.begin_write()?;
+                let id = tx.insert(Customer::builder().name("Gone").email(suppressed))?;
+                let how = if kind == "suppressing" {
+                    Suppress::Yes
+                } else {
+                    Suppress::No
+                };
+                tx.erase(id, "art. 17", how)?;
+                tx.commit()?;
+                id
+            };
+            let feed = store.subscribe(10_000);
+            let mut tx = store.begin_write()?;
+            let builders = sample
+                .iter()
+                .map(customerdb::sample::SampleCustomer::to_builder);
+            let ids = if bulk {
+                tx.insert_many(builders)?
+            } else {
+                builders.map(|b| tx.insert(b)).collect::<Result<Vec<_>>>()?
+            };
+            assert_eq!(ids.len(), sample.len());
+            assert!(ids.iter().all(|id| *id > gone));
+            many_ids.clone_from(&ids);
+            // A suppressed contact is refused, and only where it is suppressed.
+            let again = [Customer::builder().name("Back").email(suppressed)];
+            let got = tx.insert_many(again);
+            assert_eq!(
+                got.is_err_and(|e| matches!(e.kind(), ErrorKind::Suppressed)),
+                kind == "suppressing",
+                "{kind}"
+            );
+            tx.commit()?;
+            assert!(store.verify()?.is_clean(), "{kind}");
+            let mut changes = Vec::new();
+            while let Some(Notification::Change(c)) = feed.try_recv() {
+                changes.push((c.seq, c.customer, c.operation, c.fields.clone()));
+            }
+            heard.push(changes);
+        }
+        let (a, b) = (one.begin_read()?, many.begin_read()?);
+        for (x, y) in a.customers()?.zip(b.customers()?) {
+            let (x, y) = (x?, y?);
+            assert_eq!((x.id, &x.customer), (y.id, &y.customer), "{kind}");
+        }
+        let without_time = |r: &customerdb::ReadTxn| -> Result<Vec<_>> {
+            Ok(r.changes(0, usize::MAX)?
+                .into_iter()
+                .map(|c| (c.seq, c.customer, c.operation, c.actor, c.fields))
+                .collect())
+        };
+        assert_eq!(without_time(&b)?, without_time(&a)?, "{kind}");
+        assert_eq!(heard[0], heard[1], "{kind}");
+        let back = usize::from(kind != "suppressing");
+        assert_eq!(heard[1].len(), sample.len() + back, "{kind}");
+        // The customers of one call share its time.
+        let mut times = std::collections::BTreeSet::new();
+        for id in &many_ids {
+            let r = b.get(*id)?.expect("stored");
+            times.insert((r.created_at, r.updated_at));
+        }
+        assert_eq!(times.len(), 1, "{kind}");
+    }
+    Ok(())
+}
+
+#[test]
 fn read_transactions_and_stores_can_be_shared_across_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<customerdb::ReadTxn>();
