@@ -816,8 +816,8 @@ pub(crate) fn consent_ranges(purpose: &str, channel: Channel, now: DateTime<Utc>
 }
 
 /// Whether the value counts keep a count per value of index `tag`. Not for indexes whose values
-/// are nearly all distinct: the creation and update times, the purchase and interaction times
-/// (every activity moves them) and the match keys. A count there is almost always 1, costs a
+/// are nearly all distinct ([`sparse`]): phone numbers, the creation and update times, the
+/// purchase and interaction times (every activity moves them) and the match keys. A count there is almost always 1, costs a
 /// read and a write of its own per posting that moves, and no plan gains from it (a time range
 /// spans more values than the planner would sum). The count of customers with any value (the
 /// key of the tag alone) is kept for every index.
@@ -825,12 +825,12 @@ pub(crate) fn counts_values(tag: u16) -> bool {
     !sparse(tag) && tag != TAG_CONSENT
 }
 
-/// Whether the values of index `tag` are nearly all distinct: the times and the match keys
-/// (see [`counts_values`]). A new customer's id added alone to such a value is written as a
+/// Whether the values of index `tag` are nearly all distinct: phone numbers (a shared line has
+/// a few customers), the times and the match keys (see [`counts_values`]). A new customer's id added alone to such a value is written as a
 /// run of its own without reading the value's runs (see `store::postings::apply`): the value
 /// seldom has any, and reading them would cost a B-tree step per posting written.
 pub(crate) fn sparse(tag: u16) -> bool {
-    matches!(tag, 14 | 15 | 18..=20 | TAG_MATCH_KEY)
+    matches!(tag, 3 | 14 | 15 | 18..=20 | TAG_MATCH_KEY)
 }
 
 /// Tag of the first metric index; metric tags run from it to 21.

@@ -267,14 +267,15 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
     })
 }
 
-/// The fields of a change as [`encode`] writes them, alone: a bulk insert encodes them on the
-/// thread that standardised the customer, and [`encode_with_fields`] puts them in place.
-pub(crate) fn encode_fields(fields: &[FieldChange]) -> Result<Vec<u8>> {
+/// The fields of a change as [`encode`] writes them, alone, for [`encode_with_fields`]. A bulk
+/// insert makes them with [`encode_inserted_fields`] instead; this says what that must equal.
+#[cfg(test)]
+fn encode_fields(fields: &[FieldChange]) -> Result<Vec<u8>> {
     super::codec::encode_part(&stored_fields(fields))
 }
 
-/// What [`encode`] makes of `c` with the fields `fields` (from [`encode_fields`]) instead of
-/// its own.
+/// What [`encode`] makes of `c` with the fields `fields` (encoded apart, as
+/// [`encode_inserted_fields`] does) instead of its own.
 pub(crate) fn encode_with_fields(c: &Change, fields: &[u8]) -> Result<Vec<u8>> {
     let head = super::codec::encode(&Stored {
         at: c.at,
@@ -391,21 +392,46 @@ fn is_empty_text(t: &str) -> bool {
 /// The fields of `c` as JSON text, made from one serialisation of the customer without
 /// building a value tree (this runs on every insert and update).
 pub(crate) fn field_texts(c: &Customer) -> Result<FieldTexts> {
+    with_field_texts(c, |fields| {
+        fields
+            .into_iter()
+            .map(|(k, v)| (k, Json(v.to_owned())))
+            .collect()
+    })
+}
+
+/// The encoded fields of the change inserting `c` (every field it has, from nothing:
+/// `diff_texts(&FieldTexts::new(), &field_texts(c)?)`), for [`encode_with_fields`], without
+/// making them: the texts are encoded where the customer's serialisation holds them.
+pub(crate) fn encode_inserted_fields(c: &Customer) -> Result<Vec<u8>> {
+    with_field_texts(c, |fields| {
+        let stored: StoredFields<'_> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), None, Some(*v)))
+            .collect();
+        super::codec::encode_part(&stored)
+    })?
+}
+
+/// Calls `f` with the fields of `c` as JSON text, by name, in field order, leaving out empty
+/// ones (attributes are fields of their own, `attributes.name`).
+fn with_field_texts<R>(c: &Customer, f: impl FnOnce(Vec<(String, &str)>) -> R) -> Result<R> {
     let bad = |e: serde_json::Error| Error::corrupted("customer", e);
     let text = serde_json::to_string(c).map_err(bad)?;
     let map: BTreeMap<String, &RawValue> = serde_json::from_str(&text).map_err(bad)?;
-    let mut out = FieldTexts::new();
+    let mut out = Vec::with_capacity(map.len());
     for (k, v) in map {
         if k == "attributes" {
             let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).map_err(bad)?;
             for (name, value) in attrs {
-                out.insert(format!("attributes.{name}"), Json(value.get().to_owned()));
+                out.push((format!("attributes.{name}"), value.get()));
             }
         } else if !is_empty_text(v.get()) {
-            out.insert(k, Json(v.get().to_owned()));
+            out.push((k, v.get()));
         }
     }
-    Ok(out)
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(f(out))
 }
 
 /// The field changes from `old` to `new` (either may be empty), in field order.
@@ -539,6 +565,31 @@ mod tests {
             customer: Some(CustomerId::from_u64(1)),
             operation,
             fields,
+        }
+    }
+
+    #[test]
+    fn inserted_fields_encode_as_their_changes_do() {
+        let mut people: Vec<Customer> = crate::sample::generate(5, 40)
+            .iter()
+            .map(|s| s.to_builder().build().unwrap())
+            .collect();
+        people.push(
+            Customer::builder()
+                .name("Ada Lovelace")
+                .attribute("tier", crate::AttributeValue::Text("gold".into()))
+                .attribute("b_2", crate::AttributeValue::Integer(3))
+                .attribute("zz", crate::AttributeValue::TextList(vec![]))
+                .build()
+                .unwrap(),
+        );
+        people.push(Customer::builder().build().unwrap());
+        for c in &people {
+            let made = diff_texts(&FieldTexts::new(), &field_texts(c).unwrap());
+            assert_eq!(
+                encode_inserted_fields(c).unwrap(),
+                encode_fields(&made).unwrap()
+            );
         }
     }
 

@@ -150,8 +150,9 @@ pub(crate) const META_SCHEMA: &str = "schema";
 /// on open.
 pub(crate) const META_VALUE_COUNTS: &str = "value_counts";
 /// Which indexes the value counts cover: 2 since the nearly-distinct ones are left out
-/// ([`crate::index::counts_values`]); stores that counted every index held an empty value.
-pub(crate) const VALUE_COUNTS_RULES: u8 = 2;
+/// ([`crate::index::counts_values`]), 3 since phone numbers are among them; stores that
+/// counted every index held an empty value.
+pub(crate) const VALUE_COUNTS_RULES: u8 = 3;
 /// Meta key present once the match-key index ([`crate::Index::MatchKey`]) holds every
 /// customer's entries. A store written before that index existed lacks it, and gets the index
 /// built when next opened.

@@ -33,6 +33,11 @@ use crate::model::{
 /// Staged entries beyond which the buffers are applied early, bounding memory.
 const FLUSH_THRESHOLD: usize = 400_000;
 
+/// Posting changes from which a flush writes the postings on a second thread (see
+/// [`WriteTxn::flush`]): about a thousand new customers. Below it a thread would cost more
+/// than it saves.
+const PARALLEL_FLUSH: usize = 20_000;
+
 /// A key of a unique index, for [`WriteTxn::upsert`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -822,7 +827,10 @@ impl WriteTxn {
         Ok(s)
     }
 
-    /// Applies the staged writes to the tables, in key order.
+    /// Applies the staged writes to the tables, in key order. A large flush writes the
+    /// postings and value counts on a second thread while this one writes the records, unique
+    /// keys and history: tables of one redb transaction can be written from two threads, and
+    /// a bulk load's flush would otherwise leave the second core idle while the writer works.
     fn flush(&self) -> Result<()> {
         let mut buf = self.buf.borrow_mut();
         if buf.len() == 0 {
@@ -830,6 +838,40 @@ impl WriteTxn {
         }
         let mut b = std::mem::take(&mut *buf);
         drop(buf);
+        let postings = std::mem::take(&mut b.postings);
+        let presence = std::mem::take(&mut b.presence);
+        // The value counts are the other thread's.
+        let apart =
+            postings.len() >= PARALLEL_FLUSH && b.raw[Table::ValueCounts as usize].is_empty();
+        let (txn, unwritten) = (&self.txn, self.unwritten_from.get());
+        let index_side = move || write_postings(txn, postings, presence, unwritten);
+        if apart {
+            std::thread::scope(|scope| {
+                let side = scope.spawn(index_side);
+                let here = self.write_records(&mut b);
+                let there = side
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                here.and(there)
+            })?;
+        } else {
+            index_side()?;
+            self.write_records(&mut b)?;
+        }
+        // Every staged posting's id is below the next id.
+        self.unwritten_from.set(self.next_id.peek());
+        if let Some(publish) = &self.publish {
+            // Nothing encodes fields apart while there are subscribers (see `Preparer`).
+            publish
+                .borrow_mut()
+                .extend(b.changes.into_iter().map(|(c, _)| c));
+        }
+        Ok(())
+    }
+
+    /// Writes the staged records, unique keys, history and byte-keyed tables of `b`: every
+    /// table but the postings and value counts.
+    fn write_records(&self, b: &mut Buffers) -> Result<()> {
         {
             let mut customers = self.txn.open_table(CUSTOMERS).map_err(storage)?;
             for (id, bytes) in &b.records {
@@ -837,39 +879,6 @@ impl WriteTxn {
                     Some(v) => customers.insert(id, v.as_slice()).map_err(storage)?,
                     None => customers.remove(id).map_err(storage)?,
                 };
-            }
-        }
-        // Each index value's change in postings, in key order (postings are sorted), and
-        // whether the value is new.
-        let mut deltas: Vec<(Vec<u8>, i64, bool)> = Vec::new();
-        {
-            let mut postings = self.txn.open_table(POSTINGS).map_err(storage)?;
-            super::postings::apply(
-                &mut postings,
-                b.postings.settled(),
-                self.unwritten_from.get(),
-                &mut |value, step, new| {
-                    if posting_tag(value).is_some_and(index::counts_values) {
-                        deltas.push((value.to_vec(), step, new));
-                    }
-                    Ok(())
-                },
-            )?;
-            // Every staged posting's id is below the next id.
-            self.unwritten_from.set(self.next_id.peek());
-        }
-        for (tag, delta) in std::mem::take(&mut b.presence) {
-            if delta != 0 {
-                deltas.push((tag.to_be_bytes().to_vec(), delta, false));
-            }
-        }
-        if !deltas.is_empty() {
-            let mut counts = self
-                .txn
-                .open_table(Table::ValueCounts.def())
-                .map_err(storage)?;
-            for (value, delta, new) in deltas {
-                add_count(&mut counts, &value, delta, new)?;
             }
         }
         {
@@ -903,12 +912,6 @@ impl WriteTxn {
                     None => table.remove(k.as_slice()).map_err(storage)?,
                 };
             }
-        }
-        if let Some(publish) = &self.publish {
-            // Nothing encodes fields apart while there are subscribers (see `Preparer`).
-            publish
-                .borrow_mut()
-                .extend(b.changes.into_iter().map(|(c, _)| c));
         }
         Ok(())
     }
@@ -1120,13 +1123,11 @@ pub(super) struct Prepared {
 impl Preparer {
     /// Does for `customer` what inserting it needs neither the tables nor its id for.
     pub(super) fn prepare(&self, customer: Customer) -> Prepared {
-        let fields = inserted_fields(&customer).and_then(|f| {
-            if self.plain && !self.publishing {
-                history::encode_fields(&f).map(InsertFields::Encoded)
-            } else {
-                Ok(InsertFields::Made(f))
-            }
-        });
+        let fields = if self.plain && !self.publishing {
+            history::encode_inserted_fields(&customer).map(InsertFields::Encoded)
+        } else {
+            inserted_fields(&customer).map(InsertFields::Made)
+        };
         let (now, checked) = (self.now, self.schema.check(&customer.attributes));
         if checked.is_err() || !self.plain {
             return Prepared {
@@ -1217,6 +1218,46 @@ pub(crate) fn posting_tag(k: &[u8]) -> Option<u16> {
 /// The index value (`tag ++ value`) of a posting key: the key without its id.
 pub(crate) fn posting_value(k: &[u8]) -> &[u8] {
     &k[..k.len().saturating_sub(8)]
+}
+
+/// Applies the staged posting changes `log` and the changes in how many customers have a
+/// value of each index (`presence`), with the value counts they move (see
+/// [`super::postings::apply`] for `unwritten`). Takes the transaction alone, not the
+/// [`WriteTxn`], so that a large flush can run it on another thread.
+fn write_postings(
+    txn: &redb::WriteTransaction,
+    mut log: PostingLog,
+    presence: BTreeMap<u16, i64>,
+    unwritten: u64,
+) -> Result<()> {
+    // Each index value's change in postings, in key order, and whether the value is new.
+    let mut deltas: Vec<(Vec<u8>, i64, bool)> = Vec::new();
+    {
+        let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
+        super::postings::apply(
+            &mut postings,
+            log.settled(),
+            unwritten,
+            &mut |value, step, new| {
+                if posting_tag(value).is_some_and(index::counts_values) {
+                    deltas.push((value.to_vec(), step, new));
+                }
+                Ok(())
+            },
+        )?;
+    }
+    for (tag, delta) in presence {
+        if delta != 0 {
+            deltas.push((tag.to_be_bytes().to_vec(), delta, false));
+        }
+    }
+    if !deltas.is_empty() {
+        let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
+        for (value, delta, new) in deltas {
+            add_count(&mut counts, &value, delta, new)?;
+        }
+    }
+    Ok(())
 }
 
 /// Adds `delta` to the count of `value`, removing the entry when it reaches zero. A `new`

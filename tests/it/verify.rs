@@ -304,7 +304,13 @@ fn a_corrupted_record_is_an_error_on_read_not_a_panic() -> Result<()> {
 #[test]
 fn verify_finds_a_wrong_value_count_and_a_store_without_counts_gets_them_on_open() -> Result<()> {
     let p = plant(|txn| {
-        let (k, _) = first_posting(txn);
+        // The first run of a counted index: family names (tag 4).
+        let k = {
+            let t = txn.open_table(POSTINGS).unwrap();
+            let mut runs = t.range(4u16.to_be_bytes().as_slice()..).unwrap();
+            runs.next().unwrap().unwrap().0.value().to_vec()
+        };
+        assert_eq!(k[..2], 4u16.to_be_bytes());
         let value = &k[..k.len() - 8];
         txn.open_table(VALUE_COUNTS)
             .unwrap()
@@ -351,7 +357,11 @@ fn counts_leave_out_nearly_distinct_indexes_and_old_rules_are_rebuilt_on_open() 
     {
         let store = Store::open(&path)?;
         let tx = store.begin_read()?;
-        for index in [customerdb::Index::CreatedAt, customerdb::Index::MatchKey] {
+        for index in [
+            customerdb::Index::Phone,
+            customerdb::Index::CreatedAt,
+            customerdb::Index::MatchKey,
+        ] {
             let err = tx.value_counts(&index).expect_err("not counted");
             assert!(
                 matches!(
@@ -365,41 +375,42 @@ fn counts_leave_out_nearly_distinct_indexes_and_old_rules_are_rebuilt_on_open() 
             );
         }
     }
-    // A store counted under the first rules (every index; an empty marker): a count of a
-    // creation time, which the current rules do not keep, is dropped on open.
-    let created_at = 14u16.to_be_bytes();
-    {
+    // Stores counted under older rules, each with a count the current rules do not keep,
+    // which opening drops: the first rules counted every index (an empty marker), rules 2
+    // counted phone numbers.
+    for (tag, value, marker) in [(14u16, &b"stale"[..], &[][..]), (3, b"+441632960000", &[2])] {
+        let tag = tag.to_be_bytes();
+        {
+            let db = redb::Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut stale = tag.to_vec();
+            stale.extend_from_slice(value);
+            txn.open_table(VALUE_COUNTS)
+                .unwrap()
+                .insert(stale.as_slice(), 1u64.to_be_bytes().as_slice())
+                .unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("value_counts", marker)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path)?;
+        assert!(store.verify()?.is_clean());
+        drop(store);
         let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut stale = created_at.to_vec();
-        stale.extend_from_slice(b"stale");
-        txn.open_table(VALUE_COUNTS)
+        let txn = db.begin_read().unwrap();
+        let counts = txn.open_table(VALUE_COUNTS).unwrap();
+        let per_value = counts
+            .range(tag.as_slice()..)
             .unwrap()
-            .insert(stale.as_slice(), 1u64.to_be_bytes().as_slice())
-            .unwrap();
-        txn.open_table(META)
-            .unwrap()
-            .insert("value_counts", [].as_slice())
-            .unwrap();
-        txn.commit().unwrap();
+            .take_while(|e| e.as_ref().unwrap().0.value()[..2] == tag)
+            .filter(|e| e.as_ref().unwrap().0.value().len() > 2)
+            .count();
+        assert_eq!(per_value, 0, "tag {tag:?}");
+        // The count of customers with any value of the index is still kept.
+        assert!(counts.get(tag.as_slice()).unwrap().is_some());
     }
-    let store = Store::open(&path)?;
-    assert!(store.verify()?.is_clean());
-    drop(store);
-    let db = redb::Database::open(&path).unwrap();
-    let txn = db.begin_read().unwrap();
-    let counts = txn.open_table(VALUE_COUNTS).unwrap();
-    let per_value = counts
-        .iter()
-        .unwrap()
-        .filter(|e| {
-            let k = e.as_ref().unwrap().0.value().to_vec();
-            k.len() > 2 && k[..2] == created_at
-        })
-        .count();
-    assert_eq!(per_value, 0);
-    // The count of customers with any creation time is still kept.
-    assert!(counts.get(created_at.as_slice()).unwrap().is_some());
     Ok(())
 }
 
