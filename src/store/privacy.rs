@@ -353,13 +353,10 @@ impl WriteTxn {
         Ok(())
     }
 
+    /// Whether any contact may be suppressed: a cheap test that spares most inserts the
+    /// hashing. Looked up without a flush (a scan would flush every insert's staged writes).
     fn has_suppressions(&self) -> Result<bool> {
-        let mut any = false;
-        self.scan_raw(Table::Suppressed, ALL, false, &mut |_, _| {
-            any = true;
-            Ok(false)
-        })?;
-        Ok(any)
+        self.may_hold_raw(Table::Suppressed)
     }
 }
 

@@ -807,6 +807,19 @@ impl WriteTxn {
         if full { self.flush() } else { Ok(()) }
     }
 
+    /// Whether `table` may hold an entry: one is staged, or the table is not empty (its
+    /// entries may all be staged for removal). Reads no staged change into the table.
+    pub(super) fn may_hold_raw(&self, table: Table) -> Result<bool> {
+        if self.buf.borrow().raw[table as usize]
+            .values()
+            .any(Option::is_some)
+        {
+            return Ok(true);
+        }
+        let t = self.txn.open_table(table.def()).map_err(storage)?;
+        Ok(!t.is_empty().map_err(storage)?)
+    }
+
     /// Stages a write (`Some`) or removal (`None`) in a byte-keyed table.
     pub(super) fn put_raw(&self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
         let full = {

@@ -410,6 +410,14 @@ fn insert_many_equals_insert_in_encrypted_subscribed_and_suppressing_stores() ->
             let gone = {
                 let mut tx = store.begin_write()?;
                 let id = tx.insert(Customer::builder().name("Gone").email(suppressed))?;
+                if kind == "suppressing" {
+                    // Suppressed by this transaction, staged: refused all the same.
+                    let other = "staged@example.com";
+                    let first = tx.insert(Customer::builder().name("Staged").email(other))?;
+                    tx.erase(first, "art. 17", Suppress::Yes)?;
+                    let again = tx.insert_many([Customer::builder().email(other)]);
+                    assert!(again.is_err_and(|e| matches!(e.kind(), ErrorKind::Suppressed)));
+                }
                 let how = if kind == "suppressing" {
                     Suppress::Yes
                 } else {
