@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod backup;
+mod bulk_review;
 mod cli;
 mod consent;
 mod crash;

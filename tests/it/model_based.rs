@@ -520,3 +520,134 @@ proptest! {
         run(ops)?;
     }
 }
+
+/// Operations for [`run_bulk`]: bulk inserts mixed with single writes and reads in one
+/// transaction, checked only at commit, so that staged changes of ids allocated before and
+/// after a flush meet in one flush.
+#[derive(Debug, Clone)]
+enum BulkOp {
+    /// A batch of customers, and how many customers without unique keys to add to it (enough
+    /// for the flush at commit to write the postings on a second thread).
+    InsertMany(Vec<Spec>, usize),
+    Insert(Spec),
+    Update(usize, Spec),
+    Remove(usize),
+    /// A read that flushes the staged writes.
+    Count,
+    Commit,
+    Abort,
+}
+
+fn bulk_op() -> impl Strategy<Value = BulkOp> {
+    let filler = prop_oneof![6 => Just(0usize), 1 => Just(2_500usize), 2 => 1usize..40];
+    prop_oneof![
+        4 => (prop::collection::vec(spec(), 0..6), filler)
+            .prop_map(|(s, n)| BulkOp::InsertMany(s, n)),
+        2 => spec().prop_map(BulkOp::Insert),
+        4 => (any::<usize>(), spec()).prop_map(|(i, s)| BulkOp::Update(i, s)),
+        2 => any::<usize>().prop_map(BulkOp::Remove),
+        2 => Just(BulkOp::Count),
+        2 => Just(BulkOp::Commit),
+        1 => Just(BulkOp::Abort),
+    ]
+}
+
+/// Filler customer `i`: no unique key, and values shared with the generated ones.
+fn filler(i: usize) -> Spec {
+    Spec {
+        given: i % GIVENS.len(),
+        family: (i / 3) % FAMILIES.len(),
+        emails: Vec::new(),
+        phones: if i.is_multiple_of(4) {
+            Vec::new()
+        } else {
+            vec![i % crate::PHONES.len()]
+        },
+        tags: vec![i % TAGS.len()],
+        country: (!i.is_multiple_of(5)).then_some(i % COUNTRIES.len()),
+        ext: None,
+    }
+}
+
+fn run_bulk(ops: Vec<BulkOp>) -> Result<(), TestCaseError> {
+    let store = Store::in_memory().unwrap();
+    let mut committed = Model::new();
+    let mut pending = Model::new();
+    let mut tx = store.begin_write().unwrap();
+    for op in ops {
+        match op {
+            BulkOp::InsertMany(specs, n) => {
+                // Only what inserts cleanly, so that every id comes back.
+                let mut batch: Vec<Spec> = Vec::new();
+                let mut model = pending.clone();
+                for (k, s) in specs.into_iter().chain((0..n).map(filler)).enumerate() {
+                    if !clashes(&model, None, &s) {
+                        model.insert(u64::MAX - k as u64, s.clone());
+                        batch.push(s);
+                    }
+                }
+                let ids = tx.insert_many(batch.iter().map(Spec::build)).unwrap();
+                prop_assert_eq!(ids.len(), batch.len());
+                for (id, s) in ids.into_iter().zip(batch) {
+                    pending.insert(id.as_u64(), s);
+                }
+            }
+            BulkOp::Insert(s) => {
+                let r = tx.insert(s.build());
+                if clashes(&pending, None, &s) {
+                    prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
+                } else {
+                    pending.insert(r.unwrap().as_u64(), s);
+                }
+            }
+            BulkOp::Update(i, s) => {
+                let id = pick(&pending, i);
+                let r = tx.update(CustomerId::from_u64(id), s.build());
+                if !pending.contains_key(&id) {
+                    prop_assert!(r.is_err());
+                } else if clashes(&pending, Some(id), &s) {
+                    prop_assert!(is_conflict(r.map(|_| ())), "expected a conflict");
+                } else {
+                    r.unwrap();
+                    pending.insert(id, s);
+                }
+            }
+            BulkOp::Remove(i) => {
+                let id = pick(&pending, i);
+                let removed = tx.remove(CustomerId::from_u64(id)).unwrap();
+                prop_assert_eq!(removed.is_some(), pending.remove(&id).is_some());
+            }
+            BulkOp::Count => {
+                prop_assert_eq!(tx.count().unwrap(), pending.len() as u64);
+            }
+            BulkOp::Commit => {
+                tx.commit().unwrap();
+                committed = pending.clone();
+                let report = store.verify().unwrap();
+                prop_assert!(report.is_clean(), "{:?}", report.problems);
+                tx = store.begin_write().unwrap();
+            }
+            BulkOp::Abort => {
+                drop(tx);
+                pending = committed.clone();
+                tx = store.begin_write().unwrap();
+            }
+        }
+    }
+    check(&tx, &pending)?;
+    tx.commit().unwrap();
+    let report = store.verify().unwrap();
+    prop_assert!(report.is_clean(), "{:?}", report.problems);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bulk_inserts_mixed_with_writes_and_reads_keep_postings_and_counts(
+        ops in prop::collection::vec(bulk_op(), 1..16)
+    ) {
+        run_bulk(ops)?;
+    }
+}
