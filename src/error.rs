@@ -132,6 +132,10 @@ pub enum ErrorKind {
     Key(KeyProblem),
     /// The storage engine failed; the cause is in `source()`.
     Storage,
+    /// An earlier error in this write transaction came while its staged changes were being
+    /// applied to the tables, which are now partly written: the transaction can only be
+    /// dropped (rolled back), and [`crate::WriteTxn::commit`] refuses it.
+    Poisoned,
     /// An I/O operation failed; the cause is in `source()`.
     Io,
 }
@@ -320,6 +324,7 @@ impl Error {
             ErrorKind::Blinded { .. } => "blinded",
             ErrorKind::Key(_) => "key",
             ErrorKind::Storage => "storage",
+            ErrorKind::Poisoned => "poisoned",
             ErrorKind::Io => "io",
         }
     }
@@ -399,6 +404,9 @@ impl fmt::Display for Error {
             ),
             ErrorKind::Key(p) => fmt::Display::fmt(p, f),
             ErrorKind::Storage => f.write_str("the storage engine failed"),
+            ErrorKind::Poisoned => f.write_str(
+                "an earlier error left this transaction's changes partly applied: roll it back",
+            ),
             ErrorKind::Io => f.write_str("an I/O operation failed"),
         }
     }

@@ -817,18 +817,20 @@ pub(crate) fn consent_ranges(purpose: &str, channel: Channel, now: DateTime<Utc>
 
 /// Whether the value counts keep a count per value of index `tag`. Not for indexes whose values
 /// are nearly all distinct ([`sparse`]): phone numbers, the creation and update times, the
-/// purchase and interaction times (every activity moves them) and the match keys. A count there is almost always 1, costs a
-/// read and a write of its own per posting that moves, and no plan gains from it (a time range
-/// spans more values than the planner would sum). The count of customers with any value (the
-/// key of the tag alone) is kept for every index.
+/// purchase and interaction times (every activity moves them) and the match keys. A count
+/// there is almost always 1, costs a read and a write of its own per posting that moves, and
+/// no plan gains from it (a time range spans more values than the planner would sum; the
+/// planner's prior for a phone is 2 customers). Nor for the consent index. The count of
+/// customers with any value (the key of the tag alone) is kept for every index.
 pub(crate) fn counts_values(tag: u16) -> bool {
     !sparse(tag) && tag != TAG_CONSENT
 }
 
 /// Whether the values of index `tag` are nearly all distinct: phone numbers (a shared line has
-/// a few customers), the times and the match keys (see [`counts_values`]). A new customer's id added alone to such a value is written as a
-/// run of its own without reading the value's runs (see `store::postings::apply`): the value
-/// seldom has any, and reading them would cost a B-tree step per posting written.
+/// a few customers), the times and the match keys (see [`counts_values`]). A new customer's
+/// id added alone to such a value is written as a run of its own without reading the value's
+/// runs (see `store::postings::apply`): the value seldom has any, and reading them would cost
+/// a B-tree step per posting written.
 pub(crate) fn sparse(tag: u16) -> bool {
     matches!(tag, 3 | 14 | 15 | 18..=20 | TAG_MATCH_KEY)
 }

@@ -222,6 +222,9 @@ pub struct WriteTxn {
     /// No posting of an id from here up is stored: the next id when postings were last
     /// written (see [`super::postings::apply`]).
     unwritten_from: Cell<u64>,
+    /// A flush failed part-way: the tables hold part of the staged changes, so nothing more
+    /// is applied and the transaction cannot commit.
+    poisoned: Cell<bool>,
     pub(super) next_seq: Counter,
     pub(super) next_activity: Counter,
     schema: RefCell<Option<Arc<Schema>>>,
@@ -279,6 +282,7 @@ impl WriteTxn {
             buf: RefCell::new(Buffers::default()),
             next_id: Counter::new(next_id),
             unwritten_from: Cell::new(next_id),
+            poisoned: Cell::new(false),
             next_seq: Counter::new(next_seq),
             next_activity: Counter::new(next_activity),
             schema: RefCell::new(None),
@@ -845,6 +849,19 @@ impl WriteTxn {
     /// keys and history: tables of one redb transaction can be written from two threads, and
     /// a bulk load's flush would otherwise leave the second core idle while the writer works.
     fn flush(&self) -> Result<()> {
+        if self.poisoned.get() {
+            return Err(Error::new(ErrorKind::Poisoned));
+        }
+        let result = self.apply_staged();
+        if result.is_err() {
+            self.poisoned.set(true);
+        }
+        result
+    }
+
+    /// [`WriteTxn::flush`], which marks the transaction poisoned if this fails: the buffers
+    /// are taken first, so a failure leaves part of them applied and the rest lost.
+    fn apply_staged(&self) -> Result<()> {
         let mut buf = self.buf.borrow_mut();
         if buf.len() == 0 {
             return Ok(());
@@ -932,8 +949,9 @@ impl WriteTxn {
     /// Makes every change of this transaction durable (per its durability) and visible.
     ///
     /// # Errors
-    /// [`ErrorKind::Storage`] if the engine cannot commit; nothing of the transaction is then
-    /// visible.
+    /// [`ErrorKind::Storage`] if the engine cannot commit; [`ErrorKind::Poisoned`] if applying
+    /// staged changes failed earlier in the transaction (a read that needed the tables got
+    /// that error). Nothing of the transaction is then visible.
     pub fn commit(self) -> Result<()> {
         self.flush()?;
         let mut txn = self.txn;

@@ -466,3 +466,37 @@ fn a_store_with_a_malformed_run_can_still_be_backed_up_and_restored_clean() -> R
     assert!(copy.verify()?.is_clean());
     Ok(())
 }
+
+#[test]
+fn a_transaction_whose_changes_failed_to_apply_cannot_commit() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    // Damage the run of tag "t", which a new customer with that tag rewrites.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(POSTINGS).unwrap();
+            let key = t
+                .iter()
+                .unwrap()
+                .map(|e| e.unwrap().0.value().to_vec())
+                .find(|k| k[..2] == 10u16.to_be_bytes())
+                .expect("a tag run");
+            t.insert(key.as_slice(), [1u8, 2, 3].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    let mut tx = store.begin_write()?;
+    tx.insert(Customer::builder().name("Dora Damaged").tag("t"))?;
+    // A read that needs the tables applies the staged changes and meets the damage.
+    let err = tx.count().expect_err("damaged run");
+    assert!(matches!(err.kind(), ErrorKind::Corrupted { .. }), "{err}");
+    // Part of the changes may be in the tables: the transaction cannot commit.
+    let err = tx.count().expect_err("poisoned");
+    assert_eq!(err.kind(), &ErrorKind::Poisoned);
+    let err = tx.commit().expect_err("poisoned");
+    assert_eq!(err.kind(), &ErrorKind::Poisoned);
+    assert_eq!(store.begin_read()?.count()?, 3);
+    Ok(())
+}
