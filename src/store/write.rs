@@ -845,9 +845,10 @@ impl WriteTxn {
     }
 
     /// Applies the staged writes to the tables, in key order. A large flush writes the
-    /// postings and value counts on a second thread while this one writes the records, unique
-    /// keys and history: tables of one redb transaction can be written from two threads, and
-    /// a bulk load's flush would otherwise leave the second core idle while the writer works.
+    /// postings on a second thread while this one writes the records, unique keys and history,
+    /// then the value counts as the postings yield them: tables of one redb transaction can be
+    /// written from two threads, and a bulk load's flush would otherwise leave the second core
+    /// idle while the writer works.
     fn flush(&self) -> Result<()> {
         if self.poisoned.get() {
             return Err(Error::new(ErrorKind::Poisoned));
@@ -869,23 +870,37 @@ impl WriteTxn {
         let mut b = std::mem::take(&mut *buf);
         drop(buf);
         let postings = std::mem::take(&mut b.postings);
-        let presence = std::mem::take(&mut b.presence);
-        // The value counts are the other thread's.
+        // Per index tag, the change in customers with any value of it: counted like values.
+        let presence: Vec<Delta> = std::mem::take(&mut b.presence)
+            .into_iter()
+            .filter(|&(_, d)| d != 0)
+            .map(|(tag, d)| (tag.to_be_bytes().to_vec(), d, false))
+            .collect();
+        // The value counts are written by the writer here, as the postings yield them.
         let apart =
             postings.len() >= PARALLEL_FLUSH && b.raw[Table::ValueCounts as usize].is_empty();
         let (txn, unwritten) = (&self.txn, self.unwritten_from.get());
-        let index_side = move || write_postings(txn, postings, presence, unwritten);
         if apart {
+            let (send, receive) = std::sync::mpsc::channel::<Delta>();
             std::thread::scope(|scope| {
-                let side = scope.spawn(index_side);
-                let here = self.write_records(&mut b);
+                let side = scope.spawn(move || {
+                    write_postings(txn, postings, unwritten, &mut |d| {
+                        // The writer stops taking counts only after an error of its own.
+                        let _ = send.send(d);
+                    })
+                });
+                let here = self
+                    .write_records(&mut b)
+                    .and_then(|()| write_counts(txn, presence.into_iter().chain(receive)));
                 let there = side
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                 here.and(there)
             })?;
         } else {
-            index_side()?;
+            let mut deltas = presence;
+            write_postings(txn, postings, unwritten, &mut |d| deltas.push(d))?;
+            write_counts(txn, deltas.into_iter())?;
             self.write_records(&mut b)?;
         }
         // Every staged posting's id is below the next id.
@@ -1251,42 +1266,44 @@ pub(crate) fn posting_value(k: &[u8]) -> &[u8] {
     &k[..k.len().saturating_sub(8)]
 }
 
-/// Applies the staged posting changes `log` and the changes in how many customers have a
-/// value of each index (`presence`), with the value counts they move (see
-/// [`super::postings::apply`] for `unwritten`). Takes the transaction alone, not the
-/// [`WriteTxn`], so that a large flush can run it on another thread.
+/// Applies the staged posting changes `log` (see [`super::postings::apply`] for
+/// `unwritten`), handing each change in a counted value's count to `deltas`. Takes the
+/// transaction alone, not the [`WriteTxn`], so that a large flush can run it on another
+/// thread.
 fn write_postings(
     txn: &redb::WriteTransaction,
     mut log: PostingLog,
-    presence: BTreeMap<u16, i64>,
     unwritten: u64,
+    deltas: &mut dyn FnMut(Delta),
 ) -> Result<()> {
-    // Each index value's change in postings, in key order, and whether the value is new.
-    let mut deltas: Vec<(Vec<u8>, i64, bool)> = Vec::new();
-    {
-        let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
-        super::postings::apply(
-            &mut postings,
-            log.settled(),
-            unwritten,
-            &mut |value, step, new| {
-                if posting_tag(value).is_some_and(index::counts_values) {
-                    deltas.push((value.to_vec(), step, new));
-                }
-                Ok(())
-            },
-        )?;
+    let mut postings = txn.open_table(POSTINGS).map_err(storage)?;
+    super::postings::apply(
+        &mut postings,
+        log.settled(),
+        unwritten,
+        &mut |value, step, new| {
+            if posting_tag(value).is_some_and(index::counts_values) {
+                deltas((value.to_vec(), step, new));
+            }
+            Ok(())
+        },
+    )
+}
+
+/// A change in a value count: the counted key (`tag ++ value`, or the tag alone for the
+/// customers with any value of it), by how much, and whether the value is new (no count to
+/// read).
+type Delta = (Vec<u8>, i64, bool);
+
+/// Writes the value-count changes `deltas`, at most one per key.
+fn write_counts(txn: &redb::WriteTransaction, deltas: impl Iterator<Item = Delta>) -> Result<()> {
+    let mut deltas = deltas.peekable();
+    if deltas.peek().is_none() {
+        return Ok(());
     }
-    for (tag, delta) in presence {
-        if delta != 0 {
-            deltas.push((tag.to_be_bytes().to_vec(), delta, false));
-        }
-    }
-    if !deltas.is_empty() {
-        let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
-        for (value, delta, new) in deltas {
-            add_count(&mut counts, &value, delta, new)?;
-        }
+    let mut counts = txn.open_table(Table::ValueCounts.def()).map_err(storage)?;
+    for (value, delta, new) in deltas {
+        add_count(&mut counts, &value, delta, new)?;
     }
     Ok(())
 }
