@@ -417,21 +417,153 @@ pub(crate) fn encode_inserted_fields(c: &Customer) -> Result<Vec<u8>> {
 /// ones (attributes are fields of their own, `attributes.name`).
 fn with_field_texts<R>(c: &Customer, f: impl FnOnce(Vec<(String, &str)>) -> R) -> Result<R> {
     let bad = |e: serde_json::Error| Error::corrupted("customer", e);
-    let text = serde_json::to_string(c).map_err(bad)?;
-    let map: BTreeMap<String, &RawValue> = serde_json::from_str(&text).map_err(bad)?;
-    let mut out = Vec::with_capacity(map.len());
-    for (k, v) in map {
-        if k == "attributes" {
-            let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).map_err(bad)?;
+    let mut fields = FieldCapture::default();
+    c.serialize(&mut fields).map_err(bad)?;
+    let mut out = Vec::with_capacity(fields.0.len());
+    for (k, v) in &fields.0 {
+        if *k == "attributes" {
+            let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v).map_err(bad)?;
             for (name, value) in attrs {
                 out.push((format!("attributes.{name}"), value.get()));
             }
-        } else if !is_empty_text(v.get()) {
-            out.push((k, v.get()));
+        } else if !is_empty_text(v) {
+            out.push(((*k).to_owned(), v.as_str()));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(f(out))
+}
+
+/// Serialises a struct as its fields' JSON texts, `(name, text)` each: what `serde_json` would
+/// write for each field inside the struct's object, without writing the object and parsing
+/// it back (which cost a third of describing an insert for the history). Anything but a
+/// struct is refused.
+#[derive(Default)]
+struct FieldCapture(Vec<(&'static str, String)>);
+
+impl serde::ser::SerializeStruct for &mut FieldCapture {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> std::result::Result<(), Self::Error> {
+        self.0.push((key, serde_json::to_string(value)?));
+        Ok(())
+    }
+
+    fn end(self) -> std::result::Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// The methods of [`FieldCapture`]'s serializer for what is not a struct: each refuses.
+macro_rules! not_a_struct {
+    ($($name:ident($($arg:ty),*);)*) => {
+        $(fn $name(self, $(_: $arg),*) -> std::result::Result<(), Self::Error> {
+            Err(serde::ser::Error::custom("not a struct"))
+        })*
+    };
+}
+
+impl<'a> serde::Serializer for &'a mut FieldCapture {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = serde::ser::Impossible<(), Self::Error>;
+    type SerializeTuple = serde::ser::Impossible<(), Self::Error>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), Self::Error>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), Self::Error>;
+    type SerializeMap = serde::ser::Impossible<(), Self::Error>;
+    type SerializeStruct = &'a mut FieldCapture;
+    type SerializeStructVariant = serde::ser::Impossible<(), Self::Error>;
+
+    not_a_struct! {
+        serialize_bool(bool); serialize_i8(i8); serialize_i16(i16); serialize_i32(i32);
+        serialize_i64(i64); serialize_u8(u8); serialize_u16(u16); serialize_u32(u32);
+        serialize_u64(u64); serialize_f32(f32); serialize_f64(f64); serialize_char(char);
+        serialize_str(&str); serialize_bytes(&[u8]); serialize_none(); serialize_unit();
+        serialize_unit_struct(&'static str);
+        serialize_unit_variant(&'static str, u32, &'static str);
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> std::result::Result<(), Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &T,
+    ) -> std::result::Result<(), Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> std::result::Result<(), Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_seq(
+        self,
+        _: Option<usize>,
+    ) -> std::result::Result<Self::SerializeSeq, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple(self, _: usize) -> std::result::Result<Self::SerializeTuple, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeTupleStruct, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeTupleVariant, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_map(
+        self,
+        _: Option<usize>,
+    ) -> std::result::Result<Self::SerializeMap, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
+
+    fn serialize_struct(
+        self,
+        _: &'static str,
+        fields: usize,
+    ) -> std::result::Result<Self::SerializeStruct, Self::Error> {
+        self.0.reserve(fields);
+        Ok(self)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> std::result::Result<Self::SerializeStructVariant, Self::Error> {
+        Err(serde::ser::Error::custom("not a struct"))
+    }
 }
 
 /// The field changes from `old` to `new` (either may be empty), in field order.
@@ -566,6 +698,47 @@ mod tests {
             operation,
             fields,
         }
+    }
+
+    /// The fields' texts as the whole customer's JSON holds them, read back from it: what
+    /// `FieldCapture` must equal.
+    fn field_texts_by_parsing(c: &Customer) -> FieldTexts {
+        let text = serde_json::to_string(c).unwrap();
+        let map: BTreeMap<String, &RawValue> = serde_json::from_str(&text).unwrap();
+        let mut out = FieldTexts::new();
+        for (k, v) in map {
+            if k == "attributes" {
+                let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v.get()).unwrap();
+                for (name, value) in attrs {
+                    out.insert(format!("attributes.{name}"), Json(value.get().to_owned()));
+                }
+            } else if !is_empty_text(v.get()) {
+                out.insert(k, Json(v.get().to_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn captured_field_texts_are_those_of_the_whole_json() {
+        let mut people: Vec<Customer> = crate::sample::generate(9, 60)
+            .iter()
+            .map(|s| s.to_builder().build().unwrap())
+            .collect();
+        people.push(
+            Customer::builder()
+                .name("Zoë \"Quote\" O'Brien")
+                .attribute("tier", AttributeValue::Text("gold \u{1F600}".into()))
+                .attribute("n", AttributeValue::Integer(-3))
+                .build()
+                .unwrap(),
+        );
+        people.push(Customer::builder().build().unwrap());
+        for c in &people {
+            assert_eq!(field_texts(c).unwrap(), field_texts_by_parsing(c));
+        }
+        let mut not_a_struct = FieldCapture::default();
+        assert!(42u8.serialize(&mut not_a_struct).is_err());
     }
 
     #[test]
