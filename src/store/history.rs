@@ -395,7 +395,7 @@ pub(crate) fn field_texts(c: &Customer) -> Result<FieldTexts> {
     with_field_texts(c, |fields| {
         fields
             .into_iter()
-            .map(|(k, v)| (k, Json(v.to_owned())))
+            .map(|(k, v)| (k.into_owned(), Json(v.to_owned())))
             .collect()
     })
 }
@@ -407,15 +407,19 @@ pub(crate) fn encode_inserted_fields(c: &Customer) -> Result<Vec<u8>> {
     with_field_texts(c, |fields| {
         let stored: StoredFields<'_> = fields
             .iter()
-            .map(|(k, v)| (k.as_str(), None, Some(*v)))
+            .map(|(k, v)| (k.as_ref(), None, Some(*v)))
             .collect();
         super::codec::encode_part(&stored)
     })?
 }
 
 /// Calls `f` with the fields of `c` as JSON text, by name, in field order, leaving out empty
-/// ones (attributes are fields of their own, `attributes.name`).
-fn with_field_texts<R>(c: &Customer, f: impl FnOnce(Vec<(String, &str)>) -> R) -> Result<R> {
+/// ones (attributes are fields of their own, `attributes.name`). The names of the customer's
+/// own fields are borrowed: encoding an insert's fields allocates none.
+fn with_field_texts<R>(
+    c: &Customer,
+    f: impl FnOnce(Vec<(Cow<'static, str>, &str)>) -> R,
+) -> Result<R> {
     let bad = |e: serde_json::Error| Error::corrupted("customer", e);
     let mut fields = FieldCapture::default();
     c.serialize(&mut fields).map_err(bad)?;
@@ -424,10 +428,10 @@ fn with_field_texts<R>(c: &Customer, f: impl FnOnce(Vec<(String, &str)>) -> R) -
         if *k == "attributes" {
             let attrs: BTreeMap<String, &RawValue> = serde_json::from_str(v).map_err(bad)?;
             for (name, value) in attrs {
-                out.push((format!("attributes.{name}"), value.get()));
+                out.push((Cow::Owned(format!("attributes.{name}")), value.get()));
             }
         } else if !is_empty_text(v) {
-            out.push(((*k).to_owned(), v.as_str()));
+            out.push((Cow::Borrowed(*k), v.as_str()));
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -459,11 +463,16 @@ impl serde::ser::SerializeStruct for &mut FieldCapture {
     }
 }
 
-/// The methods of [`FieldCapture`]'s serializer for what is not a struct: each refuses.
+/// What [`FieldCapture`] gives for anything but a struct.
+fn not_a_struct() -> serde_json::Error {
+    serde::ser::Error::custom("not a struct")
+}
+
+/// The methods of [`FieldCapture`]'s serializer for scalars: each refuses.
 macro_rules! not_a_struct {
     ($($name:ident($($arg:ty),*);)*) => {
         $(fn $name(self, $(_: $arg),*) -> std::result::Result<(), Self::Error> {
-            Err(serde::ser::Error::custom("not a struct"))
+            Err(not_a_struct())
         })*
     };
 }
@@ -489,7 +498,7 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> std::result::Result<(), Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -497,7 +506,7 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
         _: &'static str,
         _: &T,
     ) -> std::result::Result<(), Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -507,18 +516,18 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
         _: &'static str,
         _: &T,
     ) -> std::result::Result<(), Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_seq(
         self,
         _: Option<usize>,
     ) -> std::result::Result<Self::SerializeSeq, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_tuple(self, _: usize) -> std::result::Result<Self::SerializeTuple, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_tuple_struct(
@@ -526,7 +535,7 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
         _: &'static str,
         _: usize,
     ) -> std::result::Result<Self::SerializeTupleStruct, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_tuple_variant(
@@ -536,14 +545,14 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
         _: &'static str,
         _: usize,
     ) -> std::result::Result<Self::SerializeTupleVariant, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_map(
         self,
         _: Option<usize>,
     ) -> std::result::Result<Self::SerializeMap, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 
     fn serialize_struct(
@@ -562,7 +571,7 @@ impl<'a> serde::Serializer for &'a mut FieldCapture {
         _: &'static str,
         _: usize,
     ) -> std::result::Result<Self::SerializeStructVariant, Self::Error> {
-        Err(serde::ser::Error::custom("not a struct"))
+        Err(not_a_struct())
     }
 }
 
