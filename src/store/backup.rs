@@ -32,7 +32,10 @@ use crate::model::{Record, Schema};
 /// The first bytes of every backup file. The line feed catches a text-mode transfer.
 const MAGIC: &[u8; 8] = b"CDBBKUP\n";
 /// The backup file layout's version (the stored values keep the store's own format version).
-pub const BACKUP_FORMAT_VERSION: u8 = 1;
+/// 2 since a backup may hold history entries of store format 3 (an insert holding its
+/// record), which a build that reads only 1 would restore and then fail to read; such a build
+/// refuses it instead. A backup of version 1 is a backup of 2 without them, so both restore.
+pub const BACKUP_FORMAT_VERSION: u8 = 2;
 /// Header: magic, backup format, store format, seq, taken-at micros.
 const HEADER_LEN: u64 = 8 + 1 + 1 + 8 + 8;
 const CHECKSUM_LEN: u64 = 32;
@@ -326,7 +329,7 @@ fn load(body: &mut Body<impl std::io::Read>, db: &redb::Database) -> Result<u64>
         return Err(corrupt("not a customerdb backup"));
     }
     let [version, format] = body.array()?;
-    if version != BACKUP_FORMAT_VERSION {
+    if !(1..=BACKUP_FORMAT_VERSION).contains(&version) {
         return Err(Error::new(ErrorKind::FormatVersion {
             found: version,
             supported: BACKUP_FORMAT_VERSION,

@@ -21,6 +21,19 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
 
 /// Decodes bytes written by [`encode`]. `what` names the value for the error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T> {
+    let (value, rest) = decode_prefix(bytes, what)?;
+    if !rest.is_empty() {
+        return Err(Error::corrupted(what, "trailing bytes after the value"));
+    }
+    Ok(value)
+}
+
+/// Decodes a value written by [`encode`] at the start of `bytes`, which go on after it:
+/// the value and the bytes after it.
+pub(crate) fn decode_prefix<'a, T: DeserializeOwned>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<(T, &'a [u8])> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(Error::corrupted(what, "empty value"));
     };
@@ -30,31 +43,7 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
             supported: FORMAT_VERSION,
         }));
     }
-    let (value, rest) = postcard::take_from_bytes(body).map_err(|e| Error::corrupted(what, e))?;
-    if !rest.is_empty() {
-        return Err(Error::corrupted(what, "trailing bytes after the value"));
-    }
-    Ok(value)
-}
-
-/// The encoding of `value` without the version byte: a part of a value for
-/// [`with_last_part`].
-pub(crate) fn encode_part<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(value).map_err(|e| Error::corrupted("value (while encoding)", e))
-}
-
-/// `bytes`, a value [`encode`]d with its last field an empty sequence, as [`encode`] makes it
-/// with that field's encoding `part` (from [`encode_part`]) instead: an empty sequence is its
-/// length, the one byte 0, and the last field is the end of the value.
-pub(crate) fn with_last_part(mut bytes: Vec<u8>, part: &[u8]) -> Result<Vec<u8>> {
-    if bytes.len() < 2 || bytes.pop() != Some(0) {
-        return Err(Error::corrupted(
-            "value (while encoding)",
-            "the last field is not an empty sequence",
-        ));
-    }
-    bytes.extend_from_slice(part);
-    Ok(bytes)
+    postcard::take_from_bytes(body).map_err(|e| Error::corrupted(what, e))
 }
 
 /// `bytes`, a [`Record`](crate::model::Record) [`encode`]d with id 0, as [`encode`] makes it

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::model::{ActivityId, Customer, CustomerId};
+use crate::model::{ActivityId, Customer, CustomerId, Record};
 
 /// What a [`Change`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,7 +206,6 @@ struct Stored<'a> {
     actor: Option<&'a str>,
     customer: Option<CustomerId>,
     operation: Operation,
-    /// Last: [`encode_with_fields`] relies on it.
     fields: StoredFields<'a>,
 }
 
@@ -267,25 +266,47 @@ pub(crate) fn encode(c: &Change) -> Result<Vec<u8>> {
     })
 }
 
-/// The fields of a change as [`encode`] writes them, alone, for [`encode_with_fields`]. A bulk
-/// insert makes them with [`encode_inserted_fields`] instead; this says what that must equal.
-#[cfg(test)]
-fn encode_fields(fields: &[FieldChange]) -> Result<Vec<u8>> {
-    super::codec::encode_part(&stored_fields(fields))
+/// The first byte of an insert entry that holds the inserted record in place of its fields
+/// (see [`encode_insert`]). Any other entry starts with its format version (a small number)
+/// or, sealed, with `0xEC`.
+const INSERT_OF_RECORD: u8 = 0xE1;
+
+/// What an entry of [`INSERT_OF_RECORD`] form holds besides the record: a [`Stored`] without
+/// the operation (an insert) and the fields (the record's).
+#[derive(Serialize, Deserialize)]
+struct InsertHead<'a> {
+    #[serde(with = "crate::model::wire::timestamp")]
+    at: DateTime<Utc>,
+    actor: Option<Cow<'a, str>>,
+    customer: CustomerId,
 }
 
-/// What [`encode`] makes of `c` with the fields `fields` (encoded apart, as
-/// [`encode_inserted_fields`] does) instead of its own.
-pub(crate) fn encode_with_fields(c: &Change, fields: &[u8]) -> Result<Vec<u8>> {
-    let head = super::codec::encode(&Stored {
+/// The stored form of `c`, the insert of a customer whose stored record (as
+/// [`codec::encode`](super::codec::encode) makes it, unsealed) is `record`:
+/// `0xE1 ++ codec(at, actor, customer) ++ record`. The fields are not stored but made from the
+/// record when the entry is read ([`inserted`]); any `c` has (made for subscribers) are not
+/// looked at.
+///
+/// Describing an insert field by field, as JSON texts, made the entry more than twice the size
+/// of the record, and the history table the largest in the store; this form is the record's
+/// size and costs a copy to write.
+pub(crate) fn encode_insert(c: &Change, record: &[u8]) -> Result<Vec<u8>> {
+    let Some(customer) = c.customer.filter(|_| c.operation == Operation::Insert) else {
+        return Err(Error::corrupted(
+            "history entry (while encoding)",
+            "only an insert holds its record",
+        ));
+    };
+    let head = super::codec::encode(&InsertHead {
         at: c.at,
-        actor: c.actor.as_deref(),
-        customer: c.customer,
-        operation: c.operation,
-        // The last field.
-        fields: Vec::new(),
+        actor: c.actor.as_deref().map(Cow::Borrowed),
+        customer,
     })?;
-    super::codec::with_last_part(head, fields)
+    let mut out = Vec::with_capacity(1 + head.len() + record.len());
+    out.push(INSERT_OF_RECORD);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(record);
+    Ok(out)
 }
 
 type StoredFields<'a> = Vec<(&'a str, Option<&'a str>, Option<&'a str>)>;
@@ -336,6 +357,9 @@ pub(crate) fn decode(
 }
 
 fn decode_plain(seq: u64, bytes: &[u8]) -> Result<Change> {
+    if let Some((&INSERT_OF_RECORD, rest)) = bytes.split_first() {
+        return decode_insert(seq, rest);
+    }
     let s: StoredOwned = super::codec::decode(bytes, "history entry")?;
     Ok(Change {
         seq,
@@ -344,6 +368,26 @@ fn decode_plain(seq: u64, bytes: &[u8]) -> Result<Change> {
         customer: s.customer,
         operation: s.operation,
         fields: s.fields.into_iter().map(|f| f.0).collect(),
+    })
+}
+
+/// Decodes the entry [`encode_insert`] made, without its first byte.
+fn decode_insert(seq: u64, bytes: &[u8]) -> Result<Change> {
+    let (head, record) = super::codec::decode_prefix::<InsertHead>(bytes, "history entry")?;
+    let rec: Record = super::codec::decode(record, "history entry's record")?;
+    if rec.id != head.customer {
+        return Err(Error::corrupted(
+            "history entry",
+            format!("entry {seq} holds the record of another customer"),
+        ));
+    }
+    Ok(Change {
+        seq,
+        at: head.at,
+        actor: head.actor.map(Cow::into_owned),
+        customer: Some(head.customer),
+        operation: Operation::Insert,
+        fields: inserted(&rec.customer)?,
     })
 }
 
@@ -400,17 +444,19 @@ pub(crate) fn field_texts(c: &Customer) -> Result<FieldTexts> {
     })
 }
 
-/// The encoded fields of the change inserting `c` (every field it has, from nothing:
-/// `diff_texts(&FieldTexts::new(), &field_texts(c)?)`), for [`encode_with_fields`], without
-/// making them: the texts are encoded where the customer's serialisation holds them.
-pub(crate) fn encode_inserted_fields(c: &Customer) -> Result<Vec<u8>> {
+/// The field changes of inserting `c`: every field it has, from nothing
+/// (`diff_texts(&FieldTexts::new(), &field_texts(c)?)`), made from one serialisation.
+pub(crate) fn inserted(c: &Customer) -> Result<Vec<FieldChange>> {
     with_field_texts(c, |fields| {
-        let stored: StoredFields<'_> = fields
-            .iter()
-            .map(|(k, v)| (k.as_ref(), None, Some(*v)))
-            .collect();
-        super::codec::encode_part(&stored)
-    })?
+        fields
+            .into_iter()
+            .map(|(field, text)| FieldChange {
+                field,
+                before: None,
+                after: Some(Json(text.to_owned())),
+            })
+            .collect()
+    })
 }
 
 /// Calls `f` with the fields of `c` as JSON text, by name, in field order, leaving out empty
@@ -750,50 +796,137 @@ mod tests {
         assert!(42u8.serialize(&mut not_a_struct).is_err());
     }
 
-    #[test]
-    fn inserted_fields_encode_as_their_changes_do() {
+    /// Sample customers, and some whose fields need care: escapes, attributes (fields of their
+    /// own, sorted among the others), empty values, and no fields at all.
+    fn people() -> Vec<Customer> {
         let mut people: Vec<Customer> = crate::sample::generate(5, 40)
             .iter()
             .map(|s| s.to_builder().build().unwrap())
             .collect();
         people.push(
             Customer::builder()
-                .name("Ada Lovelace")
-                .attribute("tier", crate::AttributeValue::Text("gold".into()))
-                .attribute("b_2", crate::AttributeValue::Integer(3))
-                .attribute("zz", crate::AttributeValue::TextList(vec![]))
+                .name("Ada \"the Countess\" Lovelace")
+                .attribute("tier", AttributeValue::Text("gold \u{1F600}".into()))
+                .attribute("b_2", AttributeValue::Integer(3))
+                .attribute("zz", AttributeValue::TextList(vec![]))
                 .build()
                 .unwrap(),
         );
         people.push(Customer::builder().build().unwrap());
-        for c in &people {
-            let made = diff_texts(&FieldTexts::new(), &field_texts(c).unwrap());
-            assert_eq!(
-                encode_inserted_fields(c).unwrap(),
-                encode_fields(&made).unwrap()
-            );
+        people
+    }
+
+    fn record(id: u64, customer: Customer) -> Record {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        Record {
+            id: CustomerId::from_u64(id),
+            created_at: at,
+            updated_at: at,
+            revision: 1,
+            customer,
         }
     }
 
     #[test]
-    fn fields_encoded_apart_give_the_same_entry() {
-        let c = Customer::builder()
-            .name("Ada Lovelace")
-            .email("ada@example.com")
-            .tag("vip")
-            .build()
+    fn inserted_is_every_field_from_nothing() {
+        for c in &people() {
+            let made = diff_texts(&FieldTexts::new(), &field_texts(c).unwrap());
+            assert_eq!(inserted(c).unwrap(), made);
+        }
+    }
+
+    #[test]
+    fn an_insert_holding_its_record_reads_back_with_its_fields() {
+        for (i, c) in people().into_iter().enumerate() {
+            let fields = inserted(&c).unwrap();
+            let rec = record(1, c);
+            let held = encode_insert(
+                &change(7, Operation::Insert, Vec::new()),
+                &crate::store::codec::encode(&rec).unwrap(),
+            )
             .unwrap();
-        let fields = diff_texts(&FieldTexts::new(), &field_texts(&c).unwrap());
-        assert!(fields.len() > 2);
-        for fields in [fields, Vec::new()] {
-            let whole = change(7, Operation::Insert, fields.clone());
-            let apart = change(7, Operation::Insert, Vec::new());
-            let bytes = encode_with_fields(&apart, &encode_fields(&fields).unwrap()).unwrap();
-            assert_eq!(bytes, encode(&whole).unwrap());
-            assert_eq!(
-                decode(7, &bytes, false, &|_| unreachable!()).unwrap(),
-                whole
-            );
+            let whole = change(7, Operation::Insert, fields);
+            assert_eq!(decode(7, &held, false, &|_| unreachable!()).unwrap(), whole);
+            if i < 40 {
+                // The point of the form: a sample customer's entry is well under the size of
+                // its fields as JSON texts.
+                let as_fields = encode(&whole).unwrap().len();
+                assert!(
+                    held.len() * 3 < as_fields * 2,
+                    "{} vs {as_fields}",
+                    held.len()
+                );
+            }
+            // Fields made for subscribers are not stored.
+            let with_fields = encode_insert(&whole, &crate::store::codec::encode(&rec).unwrap());
+            assert_eq!(with_fields.unwrap(), held);
+        }
+        let mut anonymous = change(7, Operation::Insert, Vec::new());
+        anonymous.actor = None;
+        let rec = crate::store::codec::encode(&record(1, Customer::default())).unwrap();
+        let held = encode_insert(&anonymous, &rec).unwrap();
+        assert_eq!(
+            decode(7, &held, false, &|_| unreachable!()).unwrap(),
+            anonymous
+        );
+    }
+
+    #[test]
+    fn only_an_insert_holds_a_record() {
+        let rec = crate::store::codec::encode(&record(1, Customer::default())).unwrap();
+        assert!(encode_insert(&change(7, Operation::Update, Vec::new()), &rec).is_err());
+        let mut schema = change(7, Operation::Insert, Vec::new());
+        schema.customer = None;
+        assert!(encode_insert(&schema, &rec).is_err());
+    }
+
+    #[test]
+    fn a_damaged_insert_holding_its_record_is_an_error() {
+        let corrupted = |bytes: &[u8]| {
+            matches!(
+                decode(7, bytes, false, &|_| unreachable!())
+                    .unwrap_err()
+                    .kind(),
+                crate::ErrorKind::Corrupted { .. }
+            )
+        };
+        let c = people().swap_remove(0);
+        let held = |id: u64| {
+            encode_insert(
+                &change(7, Operation::Insert, Vec::new()),
+                &crate::store::codec::encode(&record(id, c.clone())).unwrap(),
+            )
+            .unwrap()
+        };
+        // Customer 1's entry holding customer 2's record.
+        assert!(corrupted(&held(2)));
+        let good = held(1);
+        for cut in [1, 3, good.len() / 2, good.len() - 1] {
+            assert!(corrupted(&good[..cut]), "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(corrupted(&longer));
+        // A record of an unknown format version.
+        let mut other_version = good;
+        let at = other_version.len() - crate::store::codec::encode(&record(1, c)).unwrap().len();
+        other_version[at] = 9;
+        assert!(matches!(
+            decode(7, &other_version, false, &|_| unreachable!())
+                .unwrap_err()
+                .kind(),
+            crate::ErrorKind::FormatVersion { found: 9, .. }
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_insert_entries_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)
+        ) {
+            let mut entry = vec![INSERT_OF_RECORD];
+            entry.extend(bytes);
+            let _ = decode(7, &entry, false, &|_| unreachable!());
         }
     }
 

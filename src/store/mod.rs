@@ -138,9 +138,11 @@ pub(crate) const META_FORMAT: &str = "format_version";
 
 /// The version of a store file's table layout, kept in its meta table and checked when it is
 /// opened (the stored values have their own, [`crate::FORMAT_VERSION`]). 2 since the
-/// postings are runs of ids per index value; a store of version 1 is moved to 2 when opened,
-/// and a build that knows only 1 refuses a store of 2 rather than misread its indexes.
-pub const STORE_FORMAT_VERSION: u8 = 2;
+/// postings are runs of ids per index value; 3 since an insert's history entry holds the
+/// inserted record instead of its fields. An older store is moved to 3 when opened (a store of
+/// 2 needs nothing moved: its history entries still read), and a build that knows only an
+/// older version refuses a newer store rather than misread it.
+pub const STORE_FORMAT_VERSION: u8 = 3;
 pub(crate) const META_NEXT_SEQ: &str = "next_seq";
 pub(crate) const META_NEXT_ACTIVITY: &str = "next_activity";
 pub(crate) const META_NEXT_ID: &str = "next_id";
@@ -476,9 +478,12 @@ fn initialise(
             }
             Some([v]) if *v == STORE_FORMAT_VERSION => {}
             // Version 1 kept a key per posting: move them into runs first, since the index
-            // builds below write runs.
-            Some([1]) => {
-                postings::migrate(&txn)?;
+            // builds below write runs. Version 2 differs only in what new history entries
+            // may hold.
+            Some([v @ (1 | 2)]) => {
+                if *v == 1 {
+                    postings::migrate(&txn)?;
+                }
                 meta.insert(META_FORMAT, [STORE_FORMAT_VERSION].as_slice())
                     .map_err(storage)?;
             }

@@ -95,8 +95,8 @@ struct Buffers {
     uniques: HashMap<Vec<u8>, Option<u64>>,
     /// The byte-keyed tables, by [`Table`] order.
     raw: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; Table::ALL.len()],
-    /// History entries not yet written, in sequence order, each with its fields encoded
-    /// already where they were (see [`history::encode_fields`]; the change's own are empty).
+    /// History entries not yet written, in sequence order, an insert with the stored record it
+    /// holds in place of its fields where it has one (see [`history::encode_insert`]).
     changes: Vec<(Change, Option<Vec<u8>>)>,
 }
 
@@ -345,20 +345,18 @@ impl WriteTxn {
         operation: Operation,
         fields: Vec<FieldChange>,
     ) {
-        self.log_fields(at, customer, operation, InsertFields::Made(fields));
+        self.log_held(at, customer, operation, fields, None);
     }
 
-    fn log_fields(
+    /// [`WriteTxn::log`] of an entry holding `record`, if given, in place of its fields.
+    fn log_held(
         &mut self,
         at: chrono::DateTime<chrono::Utc>,
         customer: Option<CustomerId>,
         operation: Operation,
-        fields: InsertFields,
+        fields: Vec<FieldChange>,
+        record: Option<Vec<u8>>,
     ) {
-        let (fields, encoded) = match fields {
-            InsertFields::Made(f) => (f, None),
-            InsertFields::Encoded(e) => (Vec::new(), Some(e)),
-        };
         let change = Change {
             seq: self.next_seq.take(),
             at,
@@ -367,7 +365,7 @@ impl WriteTxn {
             operation,
             fields,
         };
-        self.buf.borrow_mut().changes.push((change, encoded));
+        self.buf.borrow_mut().changes.push((change, record));
     }
 
     /// Inserts a new customer and returns the id the store allocated.
@@ -407,10 +405,12 @@ impl WriteTxn {
             self.check_suppressed(c)?;
         }
         let id = CustomerId::from_u64(self.next_id.peek());
-        let (new, bytes) = if let Some((entries, bytes)) = checked? {
+        // The stored record, and the same unsealed for the history entry, which holds it.
+        let (new, bytes, plain) = if let Some((entries, bytes)) = checked? {
             let new = with_id(entries, id);
             self.check_uniques(id, &new, None)?;
-            (new, codec::with_record_id(&bytes, id.as_u64())?)
+            let bytes = codec::with_record_id(&bytes, id.as_u64())?;
+            (new, bytes.clone(), bytes)
         } else {
             // An encrypted store blinds the entries and seals the record under a data key
             // made for the id, after the checks. The customer was kept for this.
@@ -426,12 +426,12 @@ impl WriteTxn {
             };
             let new = self.entries(&rec, &*self.schema_arc()?);
             self.check_uniques(id, &new, None)?;
-            (new, self.encode_record(&rec)?)
+            (new, self.encode_record(&rec)?, codec::encode(&rec)?)
         };
-        let changed = fields?;
+        let fields = fields?.unwrap_or_default();
         self.next_id.take();
         self.stage(id, Some(bytes), &Entries::default(), &new)?;
-        self.log_fields(now, Some(id), Operation::Insert, changed);
+        self.log_held(now, Some(id), Operation::Insert, fields, Some(plain));
         Ok(id)
     }
 
@@ -546,11 +546,11 @@ impl WriteTxn {
         self.encode_change_with(c, None)
     }
 
-    /// [`WriteTxn::encode_change`] of `c` with the `fields` encoded apart, if given, instead
-    /// of its own.
-    fn encode_change_with(&self, c: &Change, fields: Option<&[u8]>) -> Result<Vec<u8>> {
-        let bytes = match fields {
-            Some(f) => history::encode_with_fields(c, f)?,
+    /// [`WriteTxn::encode_change`] of `c`, holding the unsealed stored `record` in place of
+    /// its fields if given (see [`history::encode_insert`]).
+    fn encode_change_with(&self, c: &Change, record: Option<&[u8]>) -> Result<Vec<u8>> {
+        let bytes = match record {
+            Some(r) => history::encode_insert(c, r)?,
             None => history::encode(c)?,
         };
         let (Some(crypt), Some(id)) = (&self.crypt, c.customer) else {
@@ -561,7 +561,7 @@ impl WriteTxn {
             let keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
             keys.get(id).map_err(storage)?.map(|v| v.value().to_vec())
         };
-        if wrapped.is_none() && c.fields.is_empty() && fields.is_none() {
+        if wrapped.is_none() && c.fields.is_empty() && record.is_none() {
             return Ok(bytes);
         }
         let key = super::crypt::data_key_of(crypt, id, wrapped.as_deref())?;
@@ -937,8 +937,8 @@ impl WriteTxn {
                 };
             }
         }
-        for (c, fields) in &b.changes {
-            let bytes = self.encode_change_with(c, fields.as_deref())?;
+        for (c, record) in &b.changes {
+            let bytes = self.encode_change_with(c, record.as_deref())?;
             b.raw[Table::History as usize].insert(c.seq.to_be_bytes().to_vec(), Some(bytes));
             if let Some(customer) = c.customer {
                 let mut k = customer.as_u64().to_be_bytes().to_vec();
@@ -1124,15 +1124,6 @@ impl Backend for WriteTxn {
 
 impl_read!(WriteTxn);
 
-/// The history field changes of inserting `customer`: every field it has, from nothing. They
-/// depend on nothing but the customer, so a bulk insert computes them with the standardising.
-pub(super) fn inserted_fields(customer: &Customer) -> Result<Vec<FieldChange>> {
-    Ok(history::diff_texts(
-        &history::FieldTexts::new(),
-        &history::field_texts(customer)?,
-    ))
-}
-
 /// Prepares customers for inserting at one time, on any thread: a bulk insert runs it on
 /// every core (see `insert_many`), so that the writing thread only checks, stages and writes.
 pub(super) struct Preparer {
@@ -1146,12 +1137,6 @@ pub(super) struct Preparer {
     publishing: bool,
 }
 
-/// An insert's history field changes: as made, or already encoded for the history table.
-pub(super) enum InsertFields {
-    Made(Vec<FieldChange>),
-    Encoded(Vec<u8>),
-}
-
 /// A customer [`Preparer::prepare`] made ready for [`WriteTxn::insert_prepared`].
 pub(super) struct Prepared {
     /// Unless nothing more needs it: then it is freed on the thread that made it, which costs
@@ -1161,18 +1146,19 @@ pub(super) struct Prepared {
     /// The schema check's outcome and, in a plain store, the index entries and the stored
     /// record, both made with id 0 for [`with_id`] and [`codec::with_record_id`] to stamp.
     checked: Result<Option<(Entries, Vec<u8>)>>,
-    /// The history field changes ([`inserted_fields`]), encoded in a plain store that has no
-    /// subscribers.
-    fields: Result<InsertFields>,
+    /// The history field changes ([`history::inserted`]) if there are subscribers, who get
+    /// the changes as made: the history entry holds the record instead, so nothing else needs
+    /// them.
+    fields: Result<Option<Vec<FieldChange>>>,
 }
 
 impl Preparer {
     /// Does for `customer` what inserting it needs neither the tables nor its id for.
     pub(super) fn prepare(&self, customer: Customer) -> Prepared {
-        let fields = if self.plain && !self.publishing {
-            history::encode_inserted_fields(&customer).map(InsertFields::Encoded)
+        let fields = if self.publishing {
+            history::inserted(&customer).map(Some)
         } else {
-            inserted_fields(&customer).map(InsertFields::Made)
+            Ok(None)
         };
         let (now, checked) = (self.now, self.schema.check(&customer.attributes));
         if checked.is_err() || !self.plain {

@@ -277,6 +277,41 @@ fn a_damaged_or_truncated_backup_gives_a_typed_error_and_no_store() -> Result<()
     Ok(())
 }
 
+/// `good` with its backup format version byte set to `version`, checksum mended.
+fn with_backup_version(good: &[u8], version: u8) -> Vec<u8> {
+    use sha2::Digest;
+    let mut bytes = good[..good.len() - 32].to_vec();
+    bytes[8] = version;
+    let sum = sha2::Sha256::digest(&bytes);
+    bytes.extend_from_slice(&sum);
+    bytes
+}
+
+#[test]
+fn backups_of_format_1_still_restore_and_newer_ones_are_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (store, path) = small_backup(dir.path())?;
+    let good = std::fs::read(&path)?;
+    assert_eq!(good[8], customerdb::BACKUP_FORMAT_VERSION);
+    assert_eq!(with_backup_version(&good, good[8]), good);
+    // A backup of format 1 is one without inserts holding their records: this one has them,
+    // and restores all the same.
+    let old = dir.path().join("old.backup");
+    std::fs::write(&old, with_backup_version(&good, 1))?;
+    let copy = Store::restore_from(&old, dir.path().join("old.redb"))?;
+    assert_eq!(state(&copy.begin_read()?)?, state(&store.begin_read()?)?);
+    assert!(copy.verify()?.is_clean());
+    let newer = dir.path().join("newer.backup");
+    let next = customerdb::BACKUP_FORMAT_VERSION + 1;
+    std::fs::write(&newer, with_backup_version(&good, next))?;
+    let err = Store::restore_from(&newer, dir.path().join("newer.redb")).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::FormatVersion { found, .. } if *found == next),
+        "{err:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn keys_stay_out_of_backups_and_come_from_the_host_on_restore() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -500,3 +500,91 @@ fn a_transaction_whose_changes_failed_to_apply_cannot_commit() -> Result<()> {
     assert_eq!(store.begin_read()?.count()?, 3);
     Ok(())
 }
+
+const HISTORY: TableDefinition<&[u8], &[u8]> = TableDefinition::new("history");
+
+/// A history entry as a store of version 2 wrote it: every change field by field, as JSON
+/// texts (`codec(at, actor, customer, operation, fields)`).
+#[derive(serde::Serialize)]
+struct Version2Entry<'a> {
+    at: i64,
+    actor: Option<&'a str>,
+    customer: Option<u64>,
+    /// Only inserts are rewritten, and `Insert` is the operation's first variant.
+    operation: Version2Insert,
+    fields: Vec<(&'a str, Option<&'a str>, Option<&'a str>)>,
+}
+
+#[derive(serde::Serialize)]
+enum Version2Insert {
+    Insert,
+}
+
+#[test]
+fn a_version_2_store_opens_as_version_3_with_its_history_as_it_was() -> Result<()> {
+    let (_dir, path) = seeded()?;
+    let before = {
+        let store = Store::open(&path)?;
+        let mut tx = store.begin_write()?;
+        let id = tx.find_by_email("c0@example.com")?.unwrap().id;
+        let mut moved = tx.get(id)?.unwrap().customer;
+        moved.tags.insert(customerdb::Tag::parse("moved")?);
+        tx.update(id, moved)?;
+        tx.commit()?;
+        store.begin_read()?.changes(0, 100)?
+    };
+    assert_eq!(before.len(), 4);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut history = txn.open_table(HISTORY).unwrap();
+            for c in before
+                .iter()
+                .filter(|c| c.operation == customerdb::Operation::Insert)
+            {
+                let entry = Version2Entry {
+                    at: c.at.timestamp_micros(),
+                    actor: c.actor.as_deref(),
+                    customer: c.customer.map(customerdb::CustomerId::as_u64),
+                    operation: Version2Insert::Insert,
+                    fields: c
+                        .fields
+                        .iter()
+                        .map(|f| {
+                            let before = f.before.as_ref().map(customerdb::Json::as_str);
+                            let after = f.after.as_ref().map(customerdb::Json::as_str);
+                            (f.field.as_ref(), before, after)
+                        })
+                        .collect(),
+                };
+                let mut bytes = vec![customerdb::FORMAT_VERSION];
+                bytes.extend(postcard::to_allocvec(&entry).unwrap());
+                let old = history
+                    .insert(c.seq.to_be_bytes().as_slice(), bytes.as_slice())
+                    .unwrap()
+                    .unwrap();
+                // The entry this build wrote is the smaller.
+                assert!(old.value().len() < bytes.len());
+            }
+            txn.open_table(META)
+                .unwrap()
+                .insert("format_version", [2u8].as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path)?;
+    assert_eq!(store.begin_read()?.changes(0, 100)?, before);
+    assert!(store.verify()?.is_clean());
+    drop(store);
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    assert_eq!(
+        meta.get("format_version").unwrap().unwrap().value(),
+        [customerdb::STORE_FORMAT_VERSION]
+    );
+    assert_eq!(customerdb::STORE_FORMAT_VERSION, 3);
+    Ok(())
+}
