@@ -121,10 +121,9 @@ impl Crypt {
     }
 }
 
-/// Seals a customer's encoded record under its data key.
-pub(crate) fn seal_record(key: &SecretKey, rec: &Record) -> Result<Vec<u8>> {
-    let plain = Zeroizing::new(codec::encode(rec)?);
-    crypt::seal(key, &record_aad(rec.id.as_u64()), &plain)
+/// Seals customer `id`'s record, encoded (`codec::encode`) as `plain`, under its data key.
+pub(crate) fn seal_record(key: &SecretKey, id: u64, plain: &[u8]) -> Result<Vec<u8>> {
+    crypt::seal(key, &record_aad(id), plain)
 }
 
 /// The record sealed by [`seal_record`] under `id`.

@@ -426,7 +426,9 @@ impl WriteTxn {
             };
             let new = self.entries(&rec, &*self.schema_arc()?);
             self.check_uniques(id, &new, None)?;
-            (new, self.encode_record(&rec)?, codec::encode(&rec)?)
+            // Encoded once: sealed for the table, as it is for the history entry.
+            let plain = codec::encode(&rec)?;
+            (new, self.seal_encoded(id.as_u64(), &plain)?, plain)
         };
         let fields = fields?.unwrap_or_default();
         self.next_id.take();
@@ -512,10 +514,19 @@ impl WriteTxn {
     /// The stored form of `rec`: sealed under its customer's data key (made now for a new
     /// customer) in an encrypted store.
     pub(super) fn encode_record(&self, rec: &Record) -> Result<Vec<u8>> {
+        let plain = codec::encode(rec)?;
+        if self.crypt.is_none() {
+            return Ok(plain);
+        }
+        self.seal_encoded(rec.id.as_u64(), &zeroize::Zeroizing::new(plain))
+    }
+
+    /// In an encrypted store, customer `id`'s record encoded as `plain`, sealed under its data
+    /// key (made now for a new customer); `plain` itself in a plain store.
+    fn seal_encoded(&self, id: u64, plain: &[u8]) -> Result<Vec<u8>> {
         let Some(c) = &self.crypt else {
-            return codec::encode(rec);
+            return Ok(plain.to_vec());
         };
-        let id = rec.id.as_u64();
         let mut keys = self.txn.open_table(CUSTOMER_KEYS).map_err(storage)?;
         let wrapped = keys.get(id).map_err(storage)?.map(|v| v.value().to_vec());
         let key = if let Some(w) = wrapped {
@@ -525,7 +536,7 @@ impl WriteTxn {
             keys.insert(id, wrapped.as_slice()).map_err(storage)?;
             key
         };
-        super::crypt::seal_record(&key, rec)
+        super::crypt::seal_record(&key, id, plain)
     }
 
     /// Destroys customer `id`'s data key (crypto-shredding): whatever was sealed under it,
