@@ -311,6 +311,45 @@ fn subscribers_hear_commits_only_and_a_slow_one_is_told_it_lagged() -> Result<()
     Ok(())
 }
 
+/// A subscriber and the change feed tell of an insert alike, whatever its values: with an
+/// instant finer than the microsecond the store keeps (a consent given at `Utc::now()`, a
+/// timestamp attribute), one by `insert` and one by `insert_many`. (The store's clock is set to
+/// a whole second: a change's own time is another matter.)
+#[test]
+fn subscribers_and_the_feed_tell_of_an_insert_alike() -> Result<()> {
+    use customerdb::{AttributeType, Channel, Consent, ConsentStatus};
+    let (store, _now) = clocked()?;
+    let mut tx = store.begin_write()?;
+    tx.declare_attribute("seen", AttributeType::Timestamp, false)?;
+    tx.commit()?;
+    let sub = store.subscribe(100);
+    let fine = Utc.timestamp_nanos(1_772_366_400_123_456_789);
+    let customer = |name: &str| {
+        Customer::builder()
+            .name(name)
+            .attribute("seen", fine)
+            .consent(Consent::new(
+                "marketing",
+                Channel::Email,
+                ConsentStatus::Granted,
+                fine,
+                "web_form",
+            ))
+    };
+    let mut tx = store.begin_write()?;
+    tx.insert(customer("Ada Lovelace"))?;
+    tx.insert_many([customer("Grace Hopper")])?;
+    tx.commit()?;
+    let mut heard = Vec::new();
+    while let Some(Notification::Change(c)) = sub.try_recv() {
+        heard.push((*c).clone());
+    }
+    let feed = store.begin_read()?.changes(1, 100)?;
+    assert_eq!(heard.len(), 2);
+    assert_eq!(heard, feed);
+    Ok(())
+}
+
 #[test]
 fn compaction_keeps_the_present_and_rebuilds_from_snapshots() -> Result<()> {
     let (store, now) = clocked()?;
