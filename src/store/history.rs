@@ -459,6 +459,15 @@ pub(crate) fn inserted(c: &Customer) -> Result<Vec<FieldChange>> {
     })
 }
 
+/// [`inserted`] of `c` as its stored record holds it: the fields the history entry of its
+/// insert reads back as ([`encode_insert`]), for subscribers, who must hear the change the feed
+/// tells. The codec keeps instants to the microsecond, so a finer one in `c` (a consent given
+/// at `Utc::now()`) would otherwise read differently.
+pub(crate) fn inserted_as_stored(c: &Customer) -> Result<Vec<FieldChange>> {
+    let stored: Customer = super::codec::decode(&super::codec::encode(c)?, "customer")?;
+    inserted(&stored)
+}
+
 /// Calls `f` with the fields of `c` as JSON text, by name, in field order, leaving out empty
 /// ones (attributes are fields of their own, `attributes.name`). The names of the customer's
 /// own fields are borrowed: encoding an insert's fields allocates none.

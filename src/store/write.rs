@@ -1157,9 +1157,9 @@ pub(super) struct Prepared {
     /// The schema check's outcome and, in a plain store, the index entries and the stored
     /// record, both made with id 0 for [`with_id`] and [`codec::with_record_id`] to stamp.
     checked: Result<Option<(Entries, Vec<u8>)>>,
-    /// The history field changes ([`history::inserted`]) if there are subscribers, who get
-    /// the changes as made: the history entry holds the record instead, so nothing else needs
-    /// them.
+    /// The history field changes ([`history::inserted_as_stored`]: as the entry reads back)
+    /// if there are subscribers, who get the changes as made: the history entry holds the
+    /// record instead, so nothing else needs them.
     fields: Result<Option<Vec<FieldChange>>>,
 }
 
@@ -1167,7 +1167,7 @@ impl Preparer {
     /// Does for `customer` what inserting it needs neither the tables nor its id for.
     pub(super) fn prepare(&self, customer: Customer) -> Prepared {
         let fields = if self.publishing {
-            history::inserted(&customer).map(Some)
+            history::inserted_as_stored(&customer).map(Some)
         } else {
             Ok(None)
         };
