@@ -37,7 +37,8 @@ fn key_check_name(id: u32) -> String {
     format!("key_check:{id}")
 }
 
-/// First byte of a sealed history entry (a plain one starts with the format version).
+/// First byte of a sealed history entry (a plain one starts with the format version, or
+/// `0xE1` for an insert holding its record).
 const SEALED_HISTORY: u8 = 0xEC;
 
 /// The encryption of an opened store as one holder sees it: the store's keys and key cache,
