@@ -23,7 +23,7 @@ mod write;
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::crypt::KeyProvider;
@@ -221,6 +221,17 @@ pub enum HistoryRetention {
 
 /// A source of "now" for created and updated timestamps.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// `clock`, its times cut to the microsecond: the store keeps instants to the microsecond, so
+/// a time kept finer in memory (a change handed to subscribers, a record returned by
+/// `update`) would differ from the same time read back.
+fn to_the_microsecond(clock: Clock) -> Clock {
+    Arc::new(move || {
+        let t = clock();
+        t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(t)
+    })
+}
 
 pub(crate) struct Config {
     pub(crate) default_region: Option<CountryCode>,
@@ -667,7 +678,8 @@ impl StoreBuilder {
         self
     }
 
-    /// Where created and updated timestamps come from (default: the system clock).
+    /// Where created and updated timestamps come from (default: the system clock). Its times
+    /// are kept to the microsecond, as the store keeps every instant.
     pub fn clock(mut self, clock: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
         self
@@ -783,7 +795,7 @@ impl StoreBuilder {
         let config = Config {
             default_region,
             durability: self.durability,
-            clock: self.clock.unwrap_or_else(|| Arc::new(Utc::now)),
+            clock: to_the_microsecond(self.clock.unwrap_or_else(|| Arc::new(Utc::now))),
             rates: Arc::new(rates),
             hub: Arc::new(subscribe::Hub::default()),
             retention: self.retention,

@@ -447,3 +447,29 @@ fn configured_retention_compacts_what_is_older_than_its_horizon() -> Result<()> 
     assert!(store.verify()?.is_clean());
     Ok(())
 }
+
+/// With the system clock, whose times are finer than the microsecond the store keeps, what
+/// a subscriber hears, what `update` returns and what is read back agree to the nanosecond.
+#[test]
+fn changes_heard_and_records_returned_agree_with_what_is_read_back() -> Result<()> {
+    let store = Store::in_memory()?;
+    let sub = store.subscribe(100);
+    let mut tx = store.begin_write()?;
+    let ada = tx.insert(Customer::builder().name("Ada Lovelace"))?;
+    let mut moved = tx.get(ada)?.expect("inserted").customer;
+    moved.tags.insert(customerdb::Tag::parse("vip")?);
+    let returned = tx.update(ada, moved)?;
+    tx.add_activity(
+        ada,
+        Activity::purchase(day(2), 1_250, Currency::parse("EUR")?),
+    )?;
+    tx.commit()?;
+    assert_eq!(store.begin_read()?.get(ada)?, Some(returned));
+    let mut heard = Vec::new();
+    while let Some(Notification::Change(c)) = sub.try_recv() {
+        heard.push((*c).clone());
+    }
+    assert_eq!(heard.len(), 3);
+    assert_eq!(heard, store.begin_read()?.changes(0, 100)?);
+    Ok(())
+}
