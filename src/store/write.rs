@@ -494,10 +494,7 @@ impl WriteTxn {
         let new = self.entries(&rec, &schema);
         self.check_uniques(rec.id, &new, None)?;
         let bytes = self.encode_record(&rec)?;
-        let changed = history::diff_texts(
-            &history::FieldTexts::new(),
-            &history::field_texts(&rec.customer)?,
-        );
+        let changed = history::inserted(&rec.customer)?;
         self.stage(rec.id, Some(bytes), &Entries::default(), &new)?;
         self.log(rec.updated_at, Some(rec.id), op, changed);
         Ok(())
